@@ -1,0 +1,803 @@
+r"""Ground-truth simulator: a structural causal model of the EX -> CX chain.
+
+This module is the **test oracle** of cxex-lab. It generates all five tables of
+the data contract from stated parameters, and returns in ``Study.truth`` every
+parameter together with the derived quantities each estimator targets. The
+estimators (``linkage``, ``metrics``, ``models``) never import this module; only
+power planning drives it.
+
+Model
+-----
+Indices: site :math:`s`, team :math:`t(s)`, employee :math:`i(t)`, survey wave
+:math:`w = 1..W` (waves are ``wave_days`` apart; *period* :math:`w` is the time
+from wave :math:`w` to wave :math:`w+1`), interaction :math:`k` of employee
+:math:`i` in period :math:`w`.
+
+**Touchpoints.** For each of the eight journey touchpoints :math:`j` the employee's
+Likert answer is :math:`tp_{jiw} = \mathrm{cut}(m_{jt} + h\,H_{iw} + \sqrt{1-h^2}\,e_{jiw})`
+(1..5), with a stable team climate :math:`m_{jt} \sim N(0, \sigma_{tp})`, a halo
+:math:`H_{iw}` shared by the items of one answer, and thresholds chosen for a
+realistic marginal distribution. Empowerment and customer-insight access are
+built the same way (1..5). The touchpoint contribution is
+
+.. math:: T_{iw} = \sum_j \beta_j (tp_{jiw} - \bar c) + \gamma_{ins}(ins_{iw} - \bar c) + \gamma_{emp}(emp_{iw} - \bar c)
+
+where :math:`\bar c` is the population mean of an item (so :math:`\mu_{ex}` is the mean EX), and :math:`\bar T_i = E[T_{iw} \mid \text{team}]` (computed exactly from the
+normal CDF). One point more on touchpoint :math:`j` raises same-wave EX by
+:math:`\beta_j` (``tp_weights``; several are exactly zero).
+
+**Latent EX and CX (employee-wave).**
+
+.. math::
+
+    EX_{iw} &= \mu_{ex} + A_i + p_{iw}, \qquad
+    A_i = \lambda_{ex} u_s + a_i + \bar T_i \\
+    ops^m_{iw} &= base_m + \alpha_m (EX_{iw} - \mu_{ex}) + \eta^m_{iw}
+        \quad (m \in \{fcr, aht, transfer\}) \\
+    CX_{iw} &= \mu_{cx} + B^0_i + \delta (EX_{iw}-\mu_{ex})
+        + \sum_m b_m (ops^m_{iw} - base_m) + q_{iw}
+
+with a site effect :math:`u_s` that raises both EX and CX (``site_sd``,
+loadings ``site_ex``/``site_cx``: the confounder) and employee traits
+:math:`(a_i, b_i)` drawn jointly with correlation ``ri_corr``;
+:math:`B^0_i = \lambda_{cx} u_s + b_i`. Attrition probability per period and
+EX survey response also depend on latent EX (not missing at random).
+
+**Within-employee dynamics.** With :math:`d = \delta + \sum_m \alpha_m b_m`
+(the total contemporaneous effect of EX on CX) the within parts
+:math:`p_{iw}` and :math:`c_{iw} = d\,p_{iw} + b\cdot\eta_{iw} + q_{iw}` evolve as
+
+.. math::
+
+    p_{iw} &= \phi_{ex} p_{i,w-1} + g\, c_{i,w-1} + (T_{iw} - \bar T_i) + \epsilon^p_{iw} \\
+    q_{iw} &= \phi_c (c_{i,w-1} - d\,p_{i,w-1}) + k\, p_{i,w-1} + \epsilon^q_{iw}
+
+with :math:`\phi_c = \phi_{cx} - d g` and :math:`k = \kappa - d(\phi_{ex}-\phi_c)`.
+Substituting shows that :math:`(p, c)` is **exactly** a VAR(1),
+
+.. math::
+
+    p_{iw} = \phi_{ex} p_{i,w-1} + g\, c_{i,w-1} + \ldots, \qquad
+    c_{iw} = \phi_{cx} c_{i,w-1} + \kappa\, p_{i,w-1} + \ldots
+
+so the RI-CLPM's within-unit lagged effects are exactly the stated parameters
+``ar_ex`` (:math:`\phi_{ex}`), ``ar_cx`` (:math:`\phi_{cx}`), ``ex_to_cx``
+(:math:`\kappa`) and ``cx_to_ex`` (:math:`g`), while the random intercepts
+:math:`A_i` and :math:`B_i = B^0_i + d A_i` are correlated (between-unit
+confounding that biases the classic CLPM). The process starts 30 waves before
+wave 1 (burn-in) so wave 1 is drawn from the stationary distribution.
+
+**Interactions.** Each active employee-period has Poisson(``interactions_per_wave``)
+interactions at uniform times. First-contact resolution and transfer are
+Bernoulli with the employee-wave rates, handle time is log-normal around the
+employee-wave mean. The latent CX of interaction :math:`k` is
+
+.. math::
+
+    y_k = CX_{iw} + o_k + \lambda_k\, (y_{k-1} - CX_{i,w(k-1)}) + \epsilon_k, \qquad
+    \lambda_k = \lambda_0 + \lambda_{emp} (emp_{iw} - 3)
+
+where :math:`o_k` is the interaction's own (mean-zero) operational deviation
+:math:`b_{fcr}(fcr_k - rate) + b_{tr}(tr_k - rate) + b_{aht}(aht_k - \overline{aht})`:
+the *vicious circle*, a mean-zero carry-over from the same agent's previous
+interaction that shrinks with empowerment (``spillover``,
+``spillover_empowerment``). CSAT (1-5), NPS (0-10) and CES (1-7, higher =
+easier) are ordinal cuts of :math:`y_k + N(0, \sigma_{item})`. Extremes respond
+more: response probability is ``cx_response_rate`` scaled by
+:math:`1 + \text{extremity}(|z_k| - E|z|)`.
+
+**Loyalty.** Customers (a heavy-tailed mix of frequent and rare callers) have
+interactions with many agents. For each customer-period with at least one
+interaction: :math:`\text{logit} P(\text{retained}) = \text{logit}(r_0) + r_{cx}\,\bar y`
+and :math:`\text{revenue} = v_0 + v_{cx}\,\bar y + N(0, \sigma_v)` where
+:math:`\bar y` is the mean latent CX (centred at :math:`\mu_{cx}`) of the
+customer's interactions in the period.
+
+Truth
+-----
+``Study.truth`` (and ``truth.json`` in a saved study) holds ``params`` (every
+parameter), ``derived`` (estimands: within-unit lags, the mediation paths and
+indirect effects, the between-unit correlation of the random intercepts, the
+spillover by empowerment level, the driver weights, loyalty coefficients) and
+``derivation`` (how each derived value follows from the parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, logit
+from scipy.stats import norm
+
+from cxex_lab.study import Study
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "TOUCHPOINTS",
+    "simulate_study",
+    "simulate_panel",
+    "derive_truth",
+]
+
+#: Touchpoints of the employee journey, in journey order (column ``tp_<name>``).
+TOUCHPOINTS: tuple[str, ...] = (
+    "hiring",
+    "training",
+    "post_training_support",
+    "daily_work",
+    "coaching",
+    "pip",
+    "recognition",
+    "promotion",
+)
+
+#: Every parameter of the model with its default. Pass any of them as a
+#: keyword to :func:`simulate_study`; set a path's parameter to 0 to remove it.
+DEFAULT_PARAMS: dict[str, Any] = {
+    # structure
+    "teams_per_site": 4,
+    "interactions_per_wave": 42.0,  # mean interactions per active employee-period
+    "customers_per_interaction": 0.3,  # n_customers = this x expected interactions
+    "wave_days": 91,
+    "start_date": "2025-01-06",
+    # between-unit differences (the confounders)
+    "mu_ex": 0.0,
+    "mu_cx": 0.0,
+    "site_sd": 0.35,
+    "site_ex": 1.0,
+    "site_cx": 1.0,
+    "ri_sd_ex": 0.5,
+    "ri_sd_cx": 0.5,
+    "ri_corr": 0.5,
+    # touchpoints -> EX (one point on the 1-5 item -> latent EX)
+    "tp_weights": {
+        "hiring": 0.0,
+        "training": 0.15,
+        "post_training_support": 0.08,
+        "daily_work": 0.25,
+        "coaching": 0.20,
+        "pip": 0.0,
+        "recognition": 0.12,
+        "promotion": 0.0,
+    },
+    "tp_team_sd": 0.5,
+    "tp_halo": 0.3,
+    "insight_to_ex": 0.10,
+    "empowerment_to_ex": 0.0,
+    # within-employee lagged dynamics (exactly the RI-CLPM estimands)
+    "ar_ex": 0.4,
+    "ar_cx": 0.3,
+    "ex_to_cx": 0.25,
+    "cx_to_ex": 0.05,
+    "innov_sd_ex": 0.4,
+    "innov_sd_cx": 0.4,
+    # EX -> operations -> CX (per unit of latent EX; ops in natural units)
+    "ops_base": {"fcr": 0.72, "aht": 7.0, "transfer": 0.12},
+    "ex_to_ops": {"fcr": 0.05, "aht": -0.5, "transfer": -0.03},
+    "ops_to_cx": {"fcr": 1.5, "aht": -0.10, "transfer": -1.0},
+    "ops_sd": {"fcr": 0.04, "aht": 0.6, "transfer": 0.025},
+    "ex_direct_cx": 0.20,
+    # interaction level
+    "interaction_sd": 0.8,
+    "spillover": 0.25,
+    "spillover_empowerment": -0.05,
+    "aht_log_sd": 0.35,
+    "channel_probs": {"voice": 0.6, "chat": 0.3, "email": 0.1},
+    # measurement (latent -> ordinal survey answers)
+    "cx_item_sd": 0.5,
+    "ex_item_sd": 0.35,
+    "cx_scale_sd": 1.4,
+    "ex_scale_sd": 1.0,
+    # survey response and attrition (not missing completely at random)
+    "cx_response_rate": 0.2,
+    "cx_response_extremity": 0.8,
+    "ex_response_rate": 0.85,
+    "ex_response_ex": 0.6,
+    "attrition_rate": 0.05,
+    "attrition_ex": -0.6,
+    # loyalty
+    "retention_base": 0.85,
+    "retention_cx": 0.6,
+    "revenue_base": 100.0,
+    "revenue_cx": 15.0,
+    "revenue_sd": 30.0,
+    # data-quality realism: CX responses whose interaction is not in the log
+    "orphan_responses": 0,
+}
+
+# Marginal distributions the ordinal cuts aim at when the latent score is at
+# its reference mean and spread (realistic contact-centre shapes).
+_SCALE_TARGETS: dict[str, list[float]] = {
+    "csat": [0.07, 0.08, 0.15, 0.30, 0.40],
+    "nps": [0.03, 0.02, 0.02, 0.03, 0.03, 0.05, 0.07, 0.12, 0.18, 0.20, 0.25],
+    "ces": [0.04, 0.05, 0.08, 0.13, 0.22, 0.26, 0.22],
+    "enps": [0.04, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.15, 0.17, 0.14, 0.14],
+    "esat": [0.06, 0.12, 0.22, 0.38, 0.22],
+    "ees": [0.05, 0.08, 0.12, 0.20, 0.25, 0.18, 0.12],
+    "tp": [0.07, 0.15, 0.30, 0.30, 0.18],
+}
+_SCALE_LOW = {"csat": 1, "nps": 0, "ces": 1, "enps": 0, "esat": 1, "ees": 1, "tp": 1}
+_BURN_IN = 30
+
+
+def _thresholds(name: str, sd: float) -> np.ndarray:
+    """Cut points (in latent units, centred at 0) giving the target marginal."""
+    cum = np.cumsum(_SCALE_TARGETS[name])[:-1]
+    return norm.ppf(cum) * sd
+
+
+def _cut(x: np.ndarray, name: str, sd: float) -> np.ndarray:
+    """Map latent scores to the ordinal scale ``name`` (integers)."""
+    return np.searchsorted(_thresholds(name, sd), x).astype("int64") + _SCALE_LOW[name]
+
+
+def _expected_item(m: np.ndarray) -> np.ndarray:
+    """E[tp | team climate m] for a touchpoint item with unit individual spread."""
+    tau = _thresholds("tp", math.sqrt(1.0))
+    return 1.0 + norm.cdf(np.subtract.outer(m, tau)).sum(axis=-1)
+
+
+def _item_centre(team_sd: float) -> float:
+    """Population mean of a 1-5 item when team climates are N(0, team_sd) (Gauss-Hermite)."""
+    x, w = np.polynomial.hermite_e.hermegauss(64)
+    return float((_expected_item(x * team_sd) * w).sum() / w.sum())
+
+
+def _merge_params(params: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise ValueError(
+            f"simulate: unknown parameter(s) {unknown}. Valid parameters: {sorted(DEFAULT_PARAMS)}"
+        )
+    p = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_PARAMS.items()}
+    for key, value in params.items():
+        if isinstance(DEFAULT_PARAMS[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"simulate: parameter {key!r} must be a dict like {DEFAULT_PARAMS[key]}")
+            bad = sorted(set(value) - set(DEFAULT_PARAMS[key]))
+            if bad:
+                raise ValueError(
+                    f"simulate: parameter {key!r} has unknown key(s) {bad}; "
+                    f"valid keys: {sorted(DEFAULT_PARAMS[key])}"
+                )
+            p[key].update(value)
+        else:
+            p[key] = value
+    phi = np.array([[p["ar_ex"], p["cx_to_ex"]], [p["ex_to_cx"], p["ar_cx"]]])
+    if np.max(np.abs(np.linalg.eigvals(phi))) >= 1:
+        raise ValueError(
+            "simulate: the lagged effects (ar_ex, ar_cx, ex_to_cx, cx_to_ex) make the "
+            "within-employee process explosive (largest eigenvalue >= 1); use smaller values."
+        )
+    return p
+
+
+def _total_contemporaneous(p: dict[str, Any]) -> float:
+    """d = direct + sum_m alpha_m b_m: same-wave effect of latent EX on latent CX."""
+    return p["ex_direct_cx"] + sum(p["ex_to_ops"][m] * p["ops_to_cx"][m] for m in p["ops_base"])
+
+
+# --------------------------------------------------------------------------- panel
+def _draw_items(rng: np.random.Generator, climate: np.ndarray, halo: float) -> np.ndarray:
+    """Draw 1-5 items for one wave. climate: (n, J) team means. Returns (n, J) ints."""
+    n, j = climate.shape
+    h = rng.standard_normal((n, 1))
+    e = rng.standard_normal((n, j))
+    z = climate + halo * h + math.sqrt(1 - halo**2) * e
+    return _cut(z, "tp", 1.0)
+
+
+def _panel_process(
+    rng: np.random.Generator,
+    p: dict[str, Any],
+    n_waves: int,
+    site_of: np.ndarray,
+    team_of: np.ndarray,
+    n_sites: int,
+    n_teams: int,
+) -> dict[str, np.ndarray]:
+    """Latent employee-wave process (vectorised over employees).
+
+    Returns arrays of shape (n, W) for EX, CX, ops and items; (n,) for stable parts.
+    """
+    n = len(team_of)
+    items = list(TOUCHPOINTS) + ["insight", "empowerment"]
+    w_items = np.array(
+        [p["tp_weights"][t] for t in TOUCHPOINTS] + [p["insight_to_ex"], p["empowerment_to_ex"]]
+    )
+    climate_team = rng.normal(0.0, p["tp_team_sd"], size=(n_teams, len(items)))
+    climate = climate_team[team_of]
+    centre = _item_centre(p["tp_team_sd"])  # items enter centred at their population mean
+    t_bar = ((_expected_item(climate) - centre) * w_items).sum(axis=1)
+
+    u_site = rng.normal(0.0, p["site_sd"], size=n_sites)[site_of]
+    cov = np.array(
+        [
+            [p["ri_sd_ex"] ** 2, p["ri_corr"] * p["ri_sd_ex"] * p["ri_sd_cx"]],
+            [p["ri_corr"] * p["ri_sd_ex"] * p["ri_sd_cx"], p["ri_sd_cx"] ** 2],
+        ]
+    )
+    traits = rng.multivariate_normal([0.0, 0.0], cov, size=n)
+    a_between = p["site_ex"] * u_site + traits[:, 0] + t_bar
+    b0_between = p["site_cx"] * u_site + traits[:, 1]
+
+    ops = list(p["ops_base"])
+    alpha = np.array([p["ex_to_ops"][m] for m in ops])
+    bvec = np.array([p["ops_to_cx"][m] for m in ops])
+    ops_sd = np.array([p["ops_sd"][m] for m in ops])
+    d = _total_contemporaneous(p)
+    phi_c = p["ar_cx"] - d * p["cx_to_ex"]
+    k = p["ex_to_cx"] - d * (p["ar_ex"] - phi_c)
+
+    ex = np.empty((n, n_waves))
+    cx = np.empty((n, n_waves))
+    ex_w = np.empty((n, n_waves))
+    cx_w = np.empty((n, n_waves))
+    ops_out = np.empty((n, n_waves, len(ops)))
+    item_out = np.empty((n, n_waves, len(items)), dtype="int64")
+    pw = np.zeros(n)
+    cw = np.zeros(n)
+    for step in range(_BURN_IN + n_waves):
+        it = _draw_items(rng, climate, p["tp_halo"])
+        t_now = ((it - centre) * w_items).sum(axis=1)
+        eta = rng.standard_normal((n, len(ops))) * ops_sd
+        p_new = (
+            p["ar_ex"] * pw
+            + p["cx_to_ex"] * cw
+            + (t_now - t_bar)
+            + rng.normal(0.0, p["innov_sd_ex"], n)
+        )
+        q_new = phi_c * (cw - d * pw) + k * pw + rng.normal(0.0, p["innov_sd_cx"], n)
+        c_new = q_new + d * p_new + eta @ bvec
+        pw, cw = p_new, c_new
+        w = step - _BURN_IN
+        if w >= 0:
+            ex_dev = a_between + pw
+            ex[:, w] = p["mu_ex"] + ex_dev
+            ex_w[:, w] = pw
+            cx_w[:, w] = cw
+            ops_out[:, w, :] = np.array([p["ops_base"][m] for m in ops]) + np.outer(ex_dev, alpha) + eta
+            # CX level: the contemporaneous chain on the *between* part too (B = B0 + d A)
+            cx[:, w] = p["mu_cx"] + b0_between + d * a_between + cw
+            item_out[:, w, :] = it
+    ops_out[..., ops.index("fcr")] = np.clip(ops_out[..., ops.index("fcr")], 0.02, 0.98)
+    ops_out[..., ops.index("transfer")] = np.clip(ops_out[..., ops.index("transfer")], 0.0, 0.9)
+    ops_out[..., ops.index("aht")] = np.clip(ops_out[..., ops.index("aht")], 1.0, None)
+    return {
+        "ex": ex,
+        "cx": cx,
+        "ex_within": ex_w,
+        "cx_within": cx_w,
+        "ex_between": a_between,
+        "cx_between": b0_between + d * a_between,
+        "ops": ops_out,
+        "items": item_out,
+        "item_names": np.array(items),
+    }
+
+
+def simulate_panel(
+    n_units: int = 500,
+    n_waves: int = 5,
+    seed: int | np.random.Generator | None = None,
+    missing: float = 0.0,
+    **params: Any,
+) -> pd.DataFrame:
+    """Simulate only the latent employee-wave panel (fast; for power and panel tests).
+
+    The panel follows exactly the within-employee VAR(1) of the full model, so a
+    correctly specified RI-CLPM recovers ``ar_ex``, ``ar_cx``, ``ex_to_cx`` and
+    ``cx_to_ex``. No sites or teams structure beyond one team per 10 units.
+
+    Parameters
+    ----------
+    n_units, n_waves : int
+        Panel size.
+    seed : int or numpy.random.Generator, optional
+        Randomness source; the same seed gives the same panel.
+    missing : float
+        Share of unit-wave cells set missing completely at random (0 = complete).
+    **params
+        Any of :data:`DEFAULT_PARAMS`.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``unit``, ``wave``, ``ex``, ``cx``, ``fcr``, ``aht``, ``transfer``,
+        one row per unit-wave (rows of missing cells are kept with NaN values).
+
+    Examples
+    --------
+    >>> panel = simulate_panel(200, 4, seed=1, ex_to_cx=0.3)
+    >>> panel.shape
+    (800, 7)
+    """
+    p = _merge_params(params)
+    rng = np.random.default_rng(seed)
+    n_teams = max(1, n_units // 10)
+    team_of = np.arange(n_units) % n_teams
+    site_of = team_of % max(1, n_teams // 4 or 1)
+    n_sites = int(site_of.max()) + 1
+    proc = _panel_process(rng, p, n_waves, site_of, team_of, n_sites, n_teams)
+    df = pd.DataFrame(
+        {
+            "unit": np.repeat(np.arange(n_units), n_waves),
+            "wave": np.tile(np.arange(1, n_waves + 1), n_units),
+            "ex": proc["ex"].ravel(),
+            "cx": proc["cx"].ravel(),
+            "fcr": proc["ops"][..., 0].ravel(),
+            "aht": proc["ops"][..., 1].ravel(),
+            "transfer": proc["ops"][..., 2].ravel(),
+        }
+    )
+    if missing > 0:
+        drop = rng.random(len(df)) < missing
+        df.loc[drop, ["ex", "cx", "fcr", "aht", "transfer"]] = np.nan
+    return df
+
+
+# --------------------------------------------------------------------------- truth
+def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Derived estimands of the model, with how each was derived.
+
+    Parameters
+    ----------
+    params : dict, optional
+        Parameter overrides (as for :func:`simulate_study`).
+
+    Returns
+    -------
+    dict
+        ``{"params": ..., "derived": ..., "derivation": ...}``, JSON-serialisable.
+    """
+    p = _merge_params(params or {})
+    d = _total_contemporaneous(p)
+    ops = list(p["ops_base"])
+    indirect = {m: p["ex_to_ops"][m] * p["ops_to_cx"][m] for m in ops}
+    # Between-unit (random intercept) covariance. Var(Tbar) has no closed form
+    # (cuts of normals): integrate numerically over the team-climate distribution.
+    rng = np.random.default_rng(0)
+    w_items = np.array(
+        [p["tp_weights"][t] for t in TOUCHPOINTS] + [p["insight_to_ex"], p["empowerment_to_ex"]]
+    )
+    climate = rng.normal(0, p["tp_team_sd"], size=(200_000, len(w_items)))
+    var_tbar = float((((_expected_item(climate) - _item_centre(p["tp_team_sd"])) * w_items).sum(axis=1)).var())
+    var_site = p["site_sd"] ** 2
+    var_a = p["site_ex"] ** 2 * var_site + p["ri_sd_ex"] ** 2 + var_tbar
+    var_b0 = p["site_cx"] ** 2 * var_site + p["ri_sd_cx"] ** 2
+    cov_ab0 = p["site_ex"] * p["site_cx"] * var_site + p["ri_corr"] * p["ri_sd_ex"] * p["ri_sd_cx"]
+    var_b = var_b0 + 2 * d * cov_ab0 + d**2 * var_a
+    cov_ab = cov_ab0 + d * var_a
+    ri_corr_total = cov_ab / math.sqrt(var_a * var_b) if var_a > 0 and var_b > 0 else 0.0
+    spill = {
+        str(e): p["spillover"] + p["spillover_empowerment"] * (e - 3) for e in range(1, 6)
+    }
+    derived = {
+        "within_lags": {
+            "ex->ex": p["ar_ex"],
+            "cx->cx": p["ar_cx"],
+            "ex->cx": p["ex_to_cx"],
+            "cx->ex": p["cx_to_ex"],
+        },
+        "structural": {
+            "total_contemporaneous_ex_to_cx": d,
+            "phi_c": p["ar_cx"] - d * p["cx_to_ex"],
+            "k": p["ex_to_cx"] - d * (p["ar_ex"] - (p["ar_cx"] - d * p["cx_to_ex"])),
+        },
+        "between": {
+            "var_ri_ex": var_a,
+            "var_ri_cx": var_b,
+            "cov_ri": cov_ab,
+            "corr_ri": ri_corr_total,
+            "var_tbar": var_tbar,
+        },
+        "mediation": {
+            "a": dict(p["ex_to_ops"]),
+            "b": dict(p["ops_to_cx"]),
+            "direct": p["ex_direct_cx"],
+            "indirect": indirect,
+            "indirect_total": sum(indirect.values()),
+            "total": d,
+        },
+        "drivers": {f"tp_{t}": p["tp_weights"][t] for t in TOUCHPOINTS},
+        "insight_to_ex": p["insight_to_ex"],
+        "spillover_by_empowerment": spill,
+        "loyalty": {
+            "retention_logit_per_cx": p["retention_cx"],
+            "revenue_per_cx": p["revenue_cx"],
+        },
+        "scales": {name: _thresholds(name, p["cx_scale_sd"] if name in ("csat", "nps", "ces") else p["ex_scale_sd"]).tolist()
+                   for name in ("csat", "nps", "ces", "enps", "esat", "ees")},
+    }
+    derivation = {
+        "within_lags": "Exactly the stated ar_ex, ar_cx, ex_to_cx, cx_to_ex: the structural "
+        "within process reduces to a VAR(1) with these coefficients (module docstring).",
+        "structural": "d = ex_direct_cx + sum_m ex_to_ops[m]*ops_to_cx[m]; "
+        "phi_c = ar_cx - d*cx_to_ex; k = ex_to_cx - d*(ar_ex - phi_c).",
+        "between": "Var/Cov of A_i = site_ex*u_s + a_i + Tbar_i and B_i = site_cx*u_s + b_i + d*A_i; "
+        "Var(Tbar) by Monte Carlo over 200,000 team climates (seed 0).",
+        "mediation": "a = ex_to_ops, b = ops_to_cx (CX per unit of the operational rate, "
+        "holding EX), indirect_m = a_m*b_m, total = direct + sum indirect (latent units).",
+        "drivers": "tp_weights: latent EX per point of the 1-5 touchpoint item (same wave).",
+        "spillover_by_empowerment": "lambda(e) = spillover + spillover_empowerment*(e-3): "
+        "carry-over of the previous interaction's CX deviation to the next one, same agent.",
+        "loyalty": "logit P(retained) = logit(retention_base) + retention_cx*mean latent CX "
+        "(centred) of the customer's interactions in the period; revenue = revenue_base + "
+        "revenue_cx*that mean + N(0, revenue_sd).",
+        "scales": "Cut points (latent units, centred at mu) of each ordinal survey scale.",
+    }
+    return {"params": p, "derived": derived, "derivation": derivation}
+
+
+# --------------------------------------------------------------------------- study
+def simulate_study(
+    n_sites: int = 10,
+    n_employees: int = 400,
+    n_waves: int = 6,
+    seed: int | np.random.Generator | None = None,
+    latent: bool = False,
+    **params: Any,
+) -> Study:
+    """Simulate a full study: the five canonical tables and their ground truth.
+
+    Parameters
+    ----------
+    n_sites, n_employees, n_waves : int
+        Study size. Employees are spread evenly over ``n_sites * teams_per_site``
+        teams. Each wave opens a period of ``wave_days`` days of interactions.
+    seed : int or numpy.random.Generator, optional
+        The only source of randomness: the same seed gives identical tables.
+    latent : bool
+        Also return the latent (noise-free, fully observed) employee-wave panel
+        and per-interaction latent CX in ``Study.latent``.
+    **params
+        Any of :data:`DEFAULT_PARAMS` (e.g. ``ex_to_cx=0.3``,
+        ``tp_weights={"coaching": 0.0}``, ``site_sd=0``).
+
+    Returns
+    -------
+    Study
+        With ``truth`` from :func:`derive_truth` plus study-specific facts
+        (e.g. the realised per-employee-wave latent CX means).
+
+    Examples
+    --------
+    >>> study = simulate_study(n_sites=2, n_employees=20, n_waves=3, seed=1)
+    >>> sorted(study.tables())
+    ['customer_outcomes', 'cx_responses', 'employees', 'ex_responses', 'interactions']
+    """
+    if n_sites < 1 or n_employees < 1 or n_waves < 1:
+        raise ValueError("simulate_study: n_sites, n_employees and n_waves must be at least 1")
+    p = _merge_params(params)
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp(p["start_date"])
+    wave_days = int(p["wave_days"])
+    n_teams = n_sites * int(p["teams_per_site"])
+    team_of = np.arange(n_employees) % n_teams
+    site_of = team_of // int(p["teams_per_site"])
+    proc = _panel_process(rng, p, n_waves, site_of, team_of, n_sites, n_teams)
+    n = n_employees
+
+    # ---- employees and attrition (depends on latent EX)
+    emp_ids = np.array([f"E{i + 1:05d}" for i in range(n)])
+    team_ids = np.array([f"T{s + 1:02d}{chr(65 + t % int(p['teams_per_site']))}" for s, t in zip(site_of, team_of)])
+    site_ids = np.array([f"S{s + 1:02d}" for s in site_of])
+    roles = rng.choice(["agent", "senior agent", "adviser"], size=n, p=[0.7, 0.2, 0.1])
+    hire = start - pd.to_timedelta(rng.integers(30, 2000, size=n), unit="D")
+    exit_period = np.full(n, n_waves + 1)  # period in which the employee leaves
+    exit_offset = rng.uniform(0.05, 0.95, size=n)
+    base_logit = logit(p["attrition_rate"]) if p["attrition_rate"] > 0 else -np.inf
+    for w in range(n_waves):
+        alive = exit_period > w + 1
+        prob = expit(base_logit + p["attrition_ex"] * (proc["ex"][:, w] - p["mu_ex"])) if p["attrition_rate"] > 0 else np.zeros(n)
+        leaves = alive & (rng.random(n) < prob)
+        exit_period[leaves] = w + 1
+    exit_date = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns]")
+    left = exit_period <= n_waves
+    exit_date[left] = (
+        start
+        + pd.to_timedelta((exit_period[left] - 1) * wave_days, unit="D")
+        + pd.to_timedelta(exit_offset[left] * wave_days, unit="D").round("s")
+    ).to_numpy()
+    employees = pd.DataFrame(
+        {
+            "employee_id": emp_ids,
+            "team_id": team_ids,
+            "site_id": site_ids,
+            "role": roles,
+            "hire_date": pd.DatetimeIndex(hire).normalize(),
+            "exit_date": exit_date.to_numpy(),
+        }
+    )
+
+    # ---- EX survey (nonresponse depends on latent EX; none after exit)
+    ex_item = p["ex_item_sd"]
+    rows = []
+    ex_scale = p["ex_scale_sd"]
+    wave_open = [start + pd.Timedelta(days=w * wave_days) for w in range(n_waves)]
+    for w in range(n_waves):
+        active = exit_period > w  # still employed when wave w+1 opens (exit in period w+1 or later)
+        resp_p = expit(logit(p["ex_response_rate"]) + p["ex_response_ex"] * (proc["ex"][:, w] - p["mu_ex"]))
+        responds = active & (rng.random(n) < resp_p)
+        idx = np.flatnonzero(responds)
+        lat = proc["ex"][idx, w] - p["mu_ex"]
+        items = proc["items"][idx, w, :]
+        answered = wave_open[w] + pd.to_timedelta(rng.uniform(0, 10, size=len(idx)) * 86400, unit="s").round("s")
+        # respondents who leave in this period must answer before leaving
+        rec = {
+            "employee_id": emp_ids[idx],
+            "wave": np.full(len(idx), w + 1, dtype="int64"),
+            "responded_at": answered,
+            "enps": _cut(lat + rng.normal(0, ex_item, len(idx)), "enps", ex_scale),
+            "esat": _cut(lat + rng.normal(0, ex_item, len(idx)), "esat", ex_scale),
+            "ees": _cut(lat + rng.normal(0, ex_item, len(idx)), "ees", ex_scale),
+        }
+        for j, t in enumerate(TOUCHPOINTS):
+            rec[f"tp_{t}"] = items[:, j]
+        rec["empowerment"] = items[:, len(TOUCHPOINTS) + 1]
+        rec["cx_insight_access"] = items[:, len(TOUCHPOINTS)]
+        rows.append(pd.DataFrame(rec))
+    ex_responses = pd.concat(rows, ignore_index=True)
+    # an employee who leaves early in a period answers before the exit date
+    ex_responses = ex_responses.merge(employees[["employee_id", "exit_date"]], on="employee_id")
+    late = ex_responses["exit_date"].notna() & (ex_responses["responded_at"] >= ex_responses["exit_date"])
+    ex_responses = ex_responses.loc[~late].drop(columns="exit_date").reset_index(drop=True)
+
+    # ---- interactions
+    lam = float(p["interactions_per_wave"])
+    counts = rng.poisson(lam, size=(n, n_waves))
+    emp_idx, wave_idx = np.nonzero(counts)
+    reps = counts[emp_idx, wave_idx]
+    k_emp = np.repeat(emp_idx, reps)
+    k_wave = np.repeat(wave_idx, reps)
+    k_frac = rng.random(len(k_emp))
+    # drop interactions after the employee's exit
+    keep = (k_wave + 1 < exit_period[k_emp]) | ((k_wave + 1 == exit_period[k_emp]) & (k_frac < exit_offset[k_emp]))
+    k_emp, k_wave, k_frac = k_emp[keep], k_wave[keep], k_frac[keep]
+    order = np.lexsort((k_frac, k_wave, k_emp))
+    k_emp, k_wave, k_frac = k_emp[order], k_wave[order], k_frac[order]
+    n_int = len(k_emp)
+    started = start + pd.to_timedelta(((k_wave + k_frac) * wave_days * 86400).round(), unit="s")
+    ops = proc["ops"]
+    fcr_rate = ops[k_emp, k_wave, 0]
+    aht_mean = ops[k_emp, k_wave, 1]
+    tr_rate = ops[k_emp, k_wave, 2]
+    fcr = rng.random(n_int) < fcr_rate
+    transferred = rng.random(n_int) < tr_rate
+    aht_min = aht_mean * np.exp(rng.normal(-0.5 * p["aht_log_sd"] ** 2, p["aht_log_sd"], n_int))
+    handle_seconds = np.maximum(20, np.round(aht_min * 60)).astype("int64")
+    own_ops = (
+        p["ops_to_cx"]["fcr"] * (fcr - fcr_rate)
+        + p["ops_to_cx"]["transfer"] * (transferred - tr_rate)
+        + p["ops_to_cx"]["aht"] * (handle_seconds / 60.0 - aht_mean)
+    )
+    level = proc["cx"][k_emp, k_wave]
+    empowerment = proc["items"][k_emp, k_wave, len(TOUCHPOINTS) + 1]
+    lam_k = p["spillover"] + p["spillover_empowerment"] * (empowerment - 3)
+    noise = rng.normal(0, p["interaction_sd"], n_int)
+    # vicious circle: AR(1) in deviations within agent, sequential in position
+    first = np.r_[True, k_emp[1:] != k_emp[:-1]]
+    starts = np.flatnonzero(first)
+    pos = np.arange(n_int) - np.repeat(starts, np.diff(np.r_[starts, n_int]))
+    dev = np.zeros(n_int)
+    for j in range(int(pos.max()) + 1 if n_int else 0):
+        at = np.flatnonzero(pos == j)
+        prev = dev[at - 1] if j > 0 else 0.0
+        dev[at] = own_ops[at] + lam_k[at] * prev + noise[at]
+    y = level + dev
+    channels = list(p["channel_probs"])
+    channel = rng.choice(channels, size=n_int, p=np.array(list(p["channel_probs"].values())) / sum(p["channel_probs"].values()))
+    n_cust = max(1, int(round(p["customers_per_interaction"] * lam * n * n_waves)))
+    propensity = rng.gamma(0.7, 1.0, size=n_cust)
+    cust = rng.choice(n_cust, size=n_int, p=propensity / propensity.sum())
+    int_ids = np.array([f"I{i + 1:08d}" for i in range(n_int)])
+    cust_ids = np.array([f"C{c + 1:07d}" for c in range(n_cust)])
+    interactions = pd.DataFrame(
+        {
+            "interaction_id": int_ids,
+            "employee_id": emp_ids[k_emp],
+            "customer_id": cust_ids[cust],
+            "started_at": started,
+            "channel": channel,
+            "handle_seconds": handle_seconds,
+            "resolved_first_contact": fcr,
+            "transferred": transferred,
+        }
+    )
+
+    # ---- CX survey (extremes respond more)
+    mu_cx = p["mu_cx"]
+    z = (y - mu_cx) / p["cx_scale_sd"]
+    rate = np.clip(p["cx_response_rate"] * (1 + p["cx_response_extremity"] * (np.abs(z) - math.sqrt(2 / math.pi))), 0, 1)
+    responds = rng.random(n_int) < rate
+    r_idx = np.flatnonzero(responds)
+    yc = y[r_idx] - mu_cx
+    cs = p["cx_scale_sd"]
+    delay = pd.to_timedelta(rng.exponential(36 * 3600, len(r_idx)).round() + 60, unit="s")
+    csat = _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "csat", cs)
+    comments = np.full(len(r_idx), None, dtype=object)
+    has_comment = rng.random(len(r_idx)) < 0.15
+    comments[has_comment & (csat <= 2)] = "Took too long and I had to explain twice."
+    comments[has_comment & (csat == 3)] = "It was fine."
+    comments[has_comment & (csat >= 4)] = "Friendly and solved it quickly."
+    cx_responses = pd.DataFrame(
+        {
+            "interaction_id": int_ids[r_idx],
+            "responded_at": interactions["started_at"].to_numpy()[r_idx] + delay,
+            "nps": _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "nps", cs),
+            "csat": csat,
+            "ces": _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "ces", cs),
+            "comment": pd.array(comments, dtype="string"),
+        }
+    )
+    n_orphans = int(p["orphan_responses"])
+    if n_orphans:
+        src = cx_responses.sample(n=min(n_orphans, len(cx_responses)), random_state=int(rng.integers(2**31)))
+        orphans = src.assign(interaction_id=[f"X{i + 1:08d}" for i in range(len(src))])
+        cx_responses = pd.concat([cx_responses, orphans], ignore_index=True)
+
+    # ---- loyalty per customer-period
+    cp = pd.DataFrame({"customer": cust, "period": k_wave + 1, "y": y - mu_cx})
+    g = cp.groupby(["customer", "period"], sort=True)["y"].mean().reset_index()
+    pr = expit(logit(p["retention_base"]) + p["retention_cx"] * g["y"].to_numpy())
+    customer_outcomes = pd.DataFrame(
+        {
+            "customer_id": cust_ids[g["customer"].to_numpy()],
+            "period": g["period"].astype("int64").to_numpy(),
+            "retained": rng.random(len(g)) < pr,
+            "revenue": np.round(p["revenue_base"] + p["revenue_cx"] * g["y"].to_numpy() + rng.normal(0, p["revenue_sd"], len(g)), 2),
+        }
+    )
+
+    truth = derive_truth(params)
+    truth["study"] = {
+        "n_sites": n_sites,
+        "n_employees": n_employees,
+        "n_waves": n_waves,
+        "seed": seed if isinstance(seed, (int, type(None))) else "generator",
+        "wave_open": [d.isoformat() for d in wave_open],
+        "period_definition": "period w runs from wave w's opening date for wave_days days",
+        "cx_responses_orphaned": n_orphans,
+    }
+    study = Study(employees, ex_responses, interactions, cx_responses, customer_outcomes, truth=truth)
+    if latent:
+        ew = pd.DataFrame(
+            {
+                "employee_id": np.repeat(emp_ids, n_waves),
+                "wave": np.tile(np.arange(1, n_waves + 1), n),
+                "active": (exit_period[:, None] > np.arange(n_waves)[None, :]).ravel(),
+                "ex": proc["ex"].ravel(),
+                "cx": proc["cx"].ravel(),
+                "ex_within": proc["ex_within"].ravel(),
+                "cx_within": proc["cx_within"].ravel(),
+                "ex_between": np.repeat(proc["ex_between"], n_waves),
+                "cx_between": np.repeat(proc["cx_between"], n_waves),
+                "fcr_rate": ops[..., 0].ravel(),
+                "aht_minutes": ops[..., 1].ravel(),
+                "transfer_rate": ops[..., 2].ravel(),
+            }
+        )
+        for j, t in enumerate(TOUCHPOINTS):
+            ew[f"tp_{t}"] = proc["items"][:, :, j].ravel()
+        ew["cx_insight_access"] = proc["items"][:, :, len(TOUCHPOINTS)].ravel()
+        ew["empowerment"] = proc["items"][:, :, len(TOUCHPOINTS) + 1].ravel()
+        study.latent = {
+            "employee_waves": ew,
+            "interactions": pd.DataFrame(
+                {
+                    "interaction_id": int_ids,
+                    "employee_id": emp_ids[k_emp],
+                    "wave": k_wave + 1,
+                    "started_at": started,
+                    "cx_latent": y,
+                    "cx_level": level,
+                    "empowerment": empowerment,
+                    "spillover_lambda": lam_k,
+                    "responded": responds,
+                }
+            ),
+        }
+    return study
