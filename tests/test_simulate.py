@@ -1,0 +1,210 @@
+"""The simulator does what it claims: stated parameters are recoverable, zeroed
+paths vanish, seeds reproduce. These tests check the oracle itself, using only
+the latent (fully observed) tables it can return and plain OLS from statsmodels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+
+from cxex_lab.simulate import DEFAULT_PARAMS, TOUCHPOINTS, derive_truth, simulate_panel, simulate_study
+
+
+def _within_lagged(ew: pd.DataFrame) -> pd.DataFrame:
+    ew = ew.sort_values(["employee_id", "wave"]).copy()
+    g = ew.groupby("employee_id")
+    for c in ("ex_within", "cx_within"):
+        ew[f"{c}_lag"] = g[c].shift(1)
+    return ew.dropna(subset=["ex_within_lag"])
+
+
+def _covers(fit, term: str, truth: float, k: float = 4.0) -> bool:
+    return abs(fit.params[term] - truth) < k * fit.bse[term]
+
+
+def test_same_seed_same_tables_and_different_seed_differs():
+    a = simulate_study(n_sites=2, n_employees=30, n_waves=3, seed=5)
+    b = simulate_study(n_sites=2, n_employees=30, n_waves=3, seed=5)
+    c = simulate_study(n_sites=2, n_employees=30, n_waves=3, seed=6)
+    for name in a.tables():
+        pd.testing.assert_frame_equal(a.tables()[name], b.tables()[name])
+    assert not a.cx_responses["csat"].equals(c.cx_responses["csat"])
+    assert a.truth == b.truth
+
+
+def test_default_study_has_realistic_contact_centre_size():
+    s = simulate_study(seed=3)
+    assert len(s.employees) == 400
+    assert s.employees["site_id"].nunique() == 10
+    assert 75_000 < len(s.interactions) < 110_000
+    assert 14_000 < len(s.cx_responses) < 25_000
+    assert set(s.ex_responses["wave"]) == set(range(1, 7))
+    # scales stay inside the contract
+    assert s.cx_responses["nps"].between(0, 10).all() and s.cx_responses["csat"].between(1, 5).all()
+    assert s.cx_responses["ces"].between(1, 7).all() and s.ex_responses["ees"].between(1, 7).all()
+
+
+def test_touchpoint_weights_recovered_from_latent_ex(big_panel_study):
+    ew = big_panel_study.latent["employee_waves"]
+    ew = ew[ew["active"]].merge(big_panel_study.employees[["employee_id", "site_id"]], on="employee_id")
+    rhs = " + ".join([f"tp_{t}" for t in TOUCHPOINTS] + ["cx_insight_access", "empowerment"])
+    # Team climates and site effects are drawn once per team/site: their chance
+    # correlation is sampling error at site level, so cluster by site.
+    fit = smf.ols(f"ex ~ {rhs}", data=ew).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(ew["site_id"])[0]})
+    truth = big_panel_study.truth["derived"]["drivers"]
+    for term, beta in truth.items():
+        assert _covers(fit, term, beta), (term, fit.params[term], beta)
+    assert _covers(fit, "cx_insight_access", DEFAULT_PARAMS["insight_to_ex"])
+    assert _covers(fit, "empowerment", 0.0)
+    # unequal weights, several exactly zero
+    assert sum(v == 0 for v in truth.values()) >= 2 and len(set(truth.values())) >= 4
+
+
+def test_within_lags_are_exactly_the_stated_var(big_panel_study):
+    ew = _within_lagged(big_panel_study.latent["employee_waves"])
+    fx = smf.ols("ex_within ~ ex_within_lag + cx_within_lag", data=ew).fit()
+    fy = smf.ols("cx_within ~ ex_within_lag + cx_within_lag", data=ew).fit()
+    lags = big_panel_study.truth["derived"]["within_lags"]
+    assert _covers(fx, "ex_within_lag", lags["ex->ex"])
+    assert _covers(fx, "cx_within_lag", lags["cx->ex"])
+    assert _covers(fy, "ex_within_lag", lags["ex->cx"])
+    assert _covers(fy, "cx_within_lag", lags["cx->cx"])
+
+
+def test_between_unit_confounding_makes_naive_correlation_too_large(big_panel_study):
+    ew = big_panel_study.latent["employee_waves"]
+    between = ew.groupby("employee_id")[["ex_between", "cx_between"]].first()
+    truth = big_panel_study.truth["derived"]["between"]["corr_ri"]
+    assert abs(between.corr().iloc[0, 1] - truth) < 0.05
+    assert truth > 0.5
+
+
+def test_mediation_paths_recovered_when_confounding_is_off():
+    params = dict(site_sd=0, ri_corr=0, ar_ex=0, ar_cx=0, ex_to_cx=0, cx_to_ex=0)
+    panel = simulate_panel(4000, 3, seed=2, **params)
+    truth = derive_truth(params)["derived"]["mediation"]
+    for m in ("fcr", "aht", "transfer"):
+        fa = smf.ols(f"{m} ~ ex", data=panel).fit()
+        assert _covers(fa, "ex", truth["a"][m])
+    fb = smf.ols("cx ~ ex + fcr + aht + transfer", data=panel).fit()
+    assert _covers(fb, "ex", truth["direct"])
+    for m in ("fcr", "aht", "transfer"):
+        assert _covers(fb, m, truth["b"][m])
+    assert truth["indirect"]["fcr"] == pytest.approx(truth["a"]["fcr"] * truth["b"]["fcr"])
+    assert truth["total"] == pytest.approx(truth["direct"] + truth["indirect_total"])
+
+
+@pytest.mark.parametrize(
+    "params, check",
+    [
+        ({"ex_to_cx": 0.0}, "ex->cx"),
+        ({"cx_to_ex": 0.0}, "cx->ex"),
+    ],
+)
+def test_zero_lag_parameter_removes_the_path(params, check):
+    s = simulate_study(n_sites=10, n_employees=3000, n_waves=4, seed=8, latent=True, interactions_per_wave=1.0, **params)
+    ew = _within_lagged(s.latent["employee_waves"])
+    target, source = {"ex->cx": ("cx_within", "ex_within_lag"), "cx->ex": ("ex_within", "cx_within_lag")}[check]
+    fit = smf.ols(f"{target} ~ ex_within_lag + cx_within_lag", data=ew).fit()
+    assert abs(fit.params[source]) < 3.5 * fit.bse[source]
+
+
+def test_zero_touchpoint_weight_removes_the_path():
+    weights = {t: 0.0 for t in TOUCHPOINTS}
+    s = simulate_study(n_sites=10, n_employees=2000, n_waves=3, seed=4, latent=True, interactions_per_wave=1.0, tp_weights=weights)
+    ew = s.latent["employee_waves"].merge(s.employees[["employee_id", "team_id"]], on="employee_id")
+    # team fixed effects absorb the chance correlation of team climates with site effects
+    fit = smf.ols("ex ~ tp_daily_work + tp_coaching + C(team_id)", data=ew).fit()
+    assert abs(fit.params["tp_coaching"]) < 3.5 * fit.bse["tp_coaching"]
+    assert abs(fit.params["tp_daily_work"]) < 3.5 * fit.bse["tp_daily_work"]
+
+
+def _spill_fit(study):
+    li = study.latent["interactions"].sort_values(["employee_id", "started_at"]).copy()
+    li["dev"] = li["cx_latent"] - li["cx_level"]
+    li["dev_prev"] = li.groupby("employee_id")["dev"].shift(1)
+    return li.dropna(subset=["dev_prev"])
+
+
+def test_spillover_recovered_and_shrinks_with_empowerment():
+    s = simulate_study(n_sites=4, n_employees=200, n_waves=2, seed=9, latent=True)
+    li = _spill_fit(s)
+    # deviation also contains the interaction's own operational effect, independent of the past
+    fit = smf.ols("dev ~ dev_prev + dev_prev:I(empowerment - 3)", data=li).fit()
+    assert _covers(fit, "dev_prev", DEFAULT_PARAMS["spillover"])
+    assert _covers(fit, "dev_prev:I(empowerment - 3)", DEFAULT_PARAMS["spillover_empowerment"])
+    truth = s.truth["derived"]["spillover_by_empowerment"]
+    assert truth["1"] > truth["3"] > truth["5"]
+
+
+def test_zero_spillover_removes_the_vicious_circle():
+    s = simulate_study(n_sites=4, n_employees=200, n_waves=2, seed=9, latent=True, spillover=0.0, spillover_empowerment=0.0)
+    fit = smf.ols("dev ~ dev_prev", data=_spill_fit(s)).fit()
+    assert abs(fit.params["dev_prev"]) < 3.5 * fit.bse["dev_prev"]
+
+
+def test_loyalty_depends_on_received_cx_with_stated_coefficients():
+    s = simulate_study(n_sites=10, n_employees=400, n_waves=3, seed=12, latent=True)
+    li = s.latent["interactions"].merge(s.interactions[["interaction_id", "customer_id"]], on="interaction_id")
+    y = li.groupby(["customer_id", "wave"])["cx_latent"].mean().rename("ybar").reset_index()
+    df = s.customer_outcomes.merge(y, left_on=["customer_id", "period"], right_on=["customer_id", "wave"])
+    assert len(df) == len(s.customer_outcomes)
+    rev = smf.ols("revenue ~ ybar", data=df).fit()
+    assert _covers(rev, "ybar", DEFAULT_PARAMS["revenue_cx"])
+    ret = smf.logit("retained ~ ybar", data=df.assign(retained=df["retained"].astype(int))).fit(disp=0)
+    assert _covers(ret, "ybar", DEFAULT_PARAMS["retention_cx"])
+
+
+def test_nonresponse_is_not_completely_at_random(big_panel_study):
+    s = big_panel_study
+    ew = s.latent["employee_waves"]
+    ew = ew[ew["active"]].merge(s.ex_responses[["employee_id", "wave"]].assign(responded=True), how="left", on=["employee_id", "wave"])
+    ew["responded"] = ew["responded"].fillna(False).astype(bool)
+    means = ew.groupby("responded")["ex"].mean()
+    assert means[True] - means[False] > 0.1  # unhappy employees answer less
+    li = s.latent["interactions"]
+    z = (li["cx_latent"] - li["cx_latent"].mean()).abs()
+    assert z[li["responded"]].mean() > z[~li["responded"]].mean()  # extremes answer more
+
+
+def test_attrition_depends_on_ex_and_can_be_switched_off():
+    s = simulate_study(n_sites=10, n_employees=3000, n_waves=4, seed=13, latent=True, interactions_per_wave=1.0)
+    ew = s.latent["employee_waves"].query("wave == 1")
+    left_early = ew["employee_id"].isin(s.employees.loc[s.employees["exit_date"] < pd.Timestamp(s.truth["study"]["wave_open"][1]), "employee_id"])
+    assert ew.loc[left_early, "ex"].mean() < ew.loc[~left_early, "ex"].mean() - 0.1
+    none = simulate_study(n_sites=2, n_employees=100, n_waves=3, seed=13, attrition_rate=0.0)
+    assert none.employees["exit_date"].isna().all()
+
+
+def test_no_activity_after_exit():
+    s = simulate_study(n_sites=3, n_employees=300, n_waves=4, seed=14, attrition_rate=0.2)
+    exits = s.employees.set_index("employee_id")["exit_date"]
+    assert (s.interactions["started_at"] <= s.interactions["employee_id"].map(exits).fillna(pd.Timestamp.max)).all()
+    assert (s.ex_responses["responded_at"] <= s.ex_responses["employee_id"].map(exits).fillna(pd.Timestamp.max)).all()
+
+
+def test_truth_is_json_serialisable_and_documented():
+    import json
+
+    truth = derive_truth({"ex_to_cx": 0.3})
+    back = json.loads(json.dumps(truth))
+    assert back["derived"]["within_lags"]["ex->cx"] == 0.3
+    assert set(truth["derivation"]) <= set(truth["derived"]) | {"scales"}
+
+
+def test_bad_parameters_are_rejected_with_clear_messages():
+    with pytest.raises(ValueError, match="unknown parameter.*'ex_to_xc'"):
+        simulate_study(n_employees=10, ex_to_xc=0.3)
+    with pytest.raises(ValueError, match="explosive"):
+        simulate_study(n_employees=10, ar_ex=0.9, ar_cx=0.9, ex_to_cx=0.5, cx_to_ex=0.5)
+    with pytest.raises(ValueError, match="tp_weights.*unknown key"):
+        simulate_study(n_employees=10, tp_weights={"lunch": 1.0})
+
+
+def test_simulate_panel_missing_cells():
+    panel = simulate_panel(500, 5, seed=1, missing=0.15)
+    share = panel["ex"].isna().mean()
+    assert 0.12 < share < 0.18
+    assert np.array_equal(panel["ex"].isna(), panel["cx"].isna())
