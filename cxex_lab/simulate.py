@@ -139,7 +139,7 @@ TOUCHPOINTS: tuple[str, ...] = (
 DEFAULT_PARAMS: dict[str, Any] = {
     # structure
     "teams_per_site": 4,
-    "interactions_per_wave": 42.0,  # mean interactions per active employee-period
+    "interactions_per_wave": 50.0,  # mean interactions per active employee-period
     "customers_per_interaction": 0.3,  # n_customers = this x expected interactions
     "wave_days": 91,
     "start_date": "2025-01-06",

@@ -38,8 +38,8 @@ def test_default_study_has_realistic_contact_centre_size():
     s = simulate_study(seed=3)
     assert len(s.employees) == 400
     assert s.employees["site_id"].nunique() == 10
-    assert 75_000 < len(s.interactions) < 110_000
-    assert 14_000 < len(s.cx_responses) < 25_000
+    assert 90_000 < len(s.interactions) < 120_000
+    assert 17_000 < len(s.cx_responses) < 26_000
     assert set(s.ex_responses["wave"]) == set(range(1, 7))
     # scales stay inside the contract
     assert s.cx_responses["nps"].between(0, 10).all() and s.cx_responses["csat"].between(1, 5).all()
