@@ -63,6 +63,43 @@ class Study:
 
         return save_study(self, path, fmt=fmt, latent=latent)
 
+    def segment(self, sites: str | list[str] | None) -> "Study":
+        """The part of the study that belongs to some sites.
+
+        Employees of the sites, their EX answers and interactions, the CX
+        responses to those interactions and the outcomes of the customers they
+        served. ``None`` or ``"all"`` returns the study unchanged.
+
+        Raises
+        ------
+        ValueError
+            If a site id is unknown (the message lists the valid ones).
+        """
+        if sites is None or sites == "all":
+            return self
+        wanted = [sites] if isinstance(sites, str) else list(sites)
+        valid = sorted(self.employees["site_id"].dropna().astype(str).unique())
+        unknown = [s for s in wanted if s not in valid]
+        if unknown:
+            raise ValueError(f"unknown segment(s) {unknown}; valid site ids are {valid} (or 'all')")
+        emp = self.employees[self.employees["site_id"].astype(str).isin(wanted)]
+        ids = set(emp["employee_id"])
+        inter = self.interactions[self.interactions["employee_id"].isin(ids)]
+        seg = Study(
+            employees=emp.reset_index(drop=True),
+            ex_responses=self.ex_responses[self.ex_responses["employee_id"].isin(ids)].reset_index(drop=True),
+            interactions=inter.reset_index(drop=True),
+            cx_responses=self.cx_responses[self.cx_responses["interaction_id"].isin(set(inter["interaction_id"]))].reset_index(drop=True),
+            customer_outcomes=self.customer_outcomes[
+                self.customer_outcomes["customer_id"].isin(set(inter["customer_id"]))
+            ].reset_index(drop=True),
+            truth=self.truth,
+            source=f"{self.source or 'study'} [sites {', '.join(wanted)}]",
+            ledger=self.ledger,
+        )
+        seg.latent = {}
+        return seg
+
     def summary(self) -> pd.DataFrame:
         """Row and column counts of each table, as a tidy DataFrame."""
         return pd.DataFrame(

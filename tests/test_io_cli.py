@@ -97,3 +97,14 @@ def test_cli_validate_reports_violations_with_nonzero_exit(small_study, tmp_path
 def test_cli_validate_missing_dir(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_segment_keeps_one_site_and_rejects_unknown(small_study):
+    seg = small_study.segment("S02")
+    assert set(seg.employees["site_id"]) == {"S02"}
+    assert seg.interactions["employee_id"].isin(seg.employees["employee_id"]).all()
+    assert seg.cx_responses["interaction_id"].isin(seg.interactions["interaction_id"]).all()
+    assert 0 < len(seg.interactions) < len(small_study.interactions)
+    assert small_study.segment("all") is small_study
+    with pytest.raises(ValueError, match=r"unknown segment\(s\) \['S99'\]; valid site ids are \['S01', 'S02', 'S03'\]"):
+        small_study.segment("S99")
