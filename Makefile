@@ -35,7 +35,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
 sample: $(STAMP)
-	$(VENV)/bin/cxex-lab simulate --out $(DATA) --seed 20261123
+	$(VENV)/bin/cxex-lab simulate --out $(DATA) --seed 20261123 --latent -p orphan_responses=25
 
 validate: $(STAMP)
 	$(VENV)/bin/cxex-lab validate $(DATA)

@@ -12,9 +12,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     params = dict(_parse_params(args.param))
     study = simulate_study(
-        n_sites=args.sites, n_employees=args.employees, n_waves=args.waves, seed=args.seed, **params
+        n_sites=args.sites, n_employees=args.employees, n_waves=args.waves, seed=args.seed,
+        latent=args.latent, **params
     )
-    out = study.save(args.out, fmt=args.format)
+    out = study.save(args.out, fmt=args.format, latent=args.latent)
     print(f"wrote {study!r} to {out}")
     return 0
 
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--employees", type=int, default=400)
     sim.add_argument("--waves", type=int, default=6)
     sim.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    sim.add_argument("--latent", action="store_true", help="also write the latent (noise-free) tables under latent/")
     sim.add_argument(
         "-p", "--param", action="append", metavar="NAME=VALUE",
         help="simulator parameter (JSON value), e.g. -p ex_to_cx=0.3; repeatable",

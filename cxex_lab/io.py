@@ -198,6 +198,9 @@ def load_study(
         if (path / "truth.json").exists():
             truth = json.loads((path / "truth.json").read_text())
     study = Study(**tables, truth=truth, source=str(path))
+    if truth is not None and (path / "latent").is_dir():
+        # simulated studies may ship the simulator's latent tables (truth checks only)
+        study.latent = {p.stem: pd.read_parquet(p) for p in sorted((path / "latent").glob("*.parquet"))}
     if validate:
         from cxex_lab.schema import validate as _validate
 

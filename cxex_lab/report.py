@@ -18,6 +18,7 @@ from cxex_lab.privacy import MIN_GROUP_SIZE, assert_reportable, drop_id_columns,
 from cxex_lab.study import Study
 
 __all__ = [
+    "resolve_path",
     "load_segment",
     "has_truth",
     "truth_check",
@@ -28,12 +29,30 @@ __all__ = [
 ]
 
 
+def resolve_path(path: str | Path) -> Path:
+    """Resolve a project-relative path from wherever the notebook runs.
+
+    Papermill runs notebooks from the project root; JupyterLab runs them from
+    ``notebooks/``. A relative path that does not exist here is looked up in the
+    parent folders (up to the one holding ``pyproject.toml``).
+    """
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    for parent in Path.cwd().resolve().parents:
+        if (parent / path).exists():
+            return parent / path
+        if (parent / "pyproject.toml").exists():
+            break
+    return path
+
+
 def load_segment(data_dir: str | Path, segment: str = "all", config: str | Path | None = None) -> Study:
     """Load and validate a study, then keep one segment (a site id, or ``"all"``).
 
     The validation ledger stays attached (``study.ledger``).
     """
-    study = load_study(data_dir, config=config, validate=True)
+    study = load_study(resolve_path(data_dir), config=config, validate=True)
     return study.segment(segment)
 
 

@@ -97,7 +97,11 @@ class Study:
             source=f"{self.source or 'study'} [sites {', '.join(wanted)}]",
             ledger=self.ledger,
         )
-        seg.latent = {}
+        seg.latent = {
+            name: df[df["employee_id"].isin(ids)].reset_index(drop=True)
+            for name, df in self.latent.items()
+            if "employee_id" in df.columns
+        }
         return seg
 
     def summary(self) -> pd.DataFrame:

@@ -108,3 +108,16 @@ def test_segment_keeps_one_site_and_rejects_unknown(small_study):
     assert small_study.segment("all") is small_study
     with pytest.raises(ValueError, match=r"unknown segment\(s\) \['S99'\]; valid site ids are \['S01', 'S02', 'S03'\]"):
         small_study.segment("S99")
+
+
+def test_sample_is_reproducible_from_its_documented_command(tmp_path):
+    """data/sample/README.md states the exact command; rerunning it gives the same tables."""
+    from tests.conftest import SAMPLE
+
+    assert main(["simulate", "--out", str(tmp_path), "--seed", "20261123", "--latent", "-p", "orphan_responses=25"]) == 0
+    for name in ("employees", "ex_responses", "cx_responses"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / f"{name}.parquet"), pd.read_parquet(SAMPLE / f"{name}.parquet")
+        )
+    sample = load_study(SAMPLE)
+    assert set(sample.latent) == {"employee_waves", "interactions"}
