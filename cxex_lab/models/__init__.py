@@ -1,0 +1,16 @@
+"""Estimators of cxex-lab: each takes a DataFrame and column names and returns a tidy table.
+
+Modules
+-------
+drivers      relative importance of touchpoint aspects (relative weights, dominance)
+mediation    EX -> operations -> CX (-> loyalty) parallel mediation, cluster bootstrap
+spillover    interaction-level carry-over of CX (the vicious circle) by empowerment
+sensitivity  Cinelli & Hazlett (2020) robustness to unobserved confounding
+
+The estimators never import :mod:`cxex_lab.simulate` (the oracle that checks them).
+"""
+
+from cxex_lab.models.drivers import dominance_weights, drivers, relative_weights
+from cxex_lab.models.mediation import mediation
+from cxex_lab.models.sensitivity import benchmark_bounds, partial_r2, robustness_value, sensitivity
+from cxex_lab.models.spillover import spillover
