@@ -14,3 +14,5 @@ from cxex_lab.models.drivers import dominance_weights, drivers, relative_weights
 from cxex_lab.models.mediation import mediation
 from cxex_lab.models.sensitivity import benchmark_bounds, partial_r2, robustness_value, sensitivity
 from cxex_lab.models.spillover import spillover
+from cxex_lab.models.direction import cross_lagged, within_effects
+from cxex_lab.models.power import power
