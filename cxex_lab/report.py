@@ -77,6 +77,7 @@ def truth_check(estimates: pd.DataFrame, truth: Mapping[str, float], term_col: s
         ``term, estimate, ci_low, ci_high, truth, inside_ci``.
     """
     rows = estimates[estimates[term_col].isin(list(truth))].copy()
+    rows.attrs = {}  # a summary: the estimator's fit details stay with the estimates
     rows["truth"] = rows[term_col].map(dict(truth)).astype(float)
     rows["inside_ci"] = (rows["ci_low"] <= rows["truth"]) & (rows["truth"] <= rows["ci_high"])
     keep = [term_col, "estimate", "ci_low", "ci_high", "truth", "inside_ci"]

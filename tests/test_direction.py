@@ -282,3 +282,14 @@ def test_coverage_over_seeds():
             hits[t] += _covers(res, t, v)
     for t, k in hits.items():
         assert 0.85 <= k / n_rep <= 1.0, (t, k / n_rep)
+
+
+def test_within_effects_accepts_a_panel_carrying_a_ledger_in_attrs():
+    """Linked panels carry their data-quality ledger (a DataFrame) in attrs."""
+    from cxex_lab.ledger import Ledger
+    from cxex_lab.simulate import simulate_panel
+
+    panel = simulate_panel(200, 4, seed=3)
+    panel.attrs["ledger"] = Ledger().frame
+    res = within_effects(panel, unit="unit", period="wave", y="cx", x="ex")
+    assert res["term"].tolist() == ["ex->cx"]

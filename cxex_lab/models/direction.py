@@ -806,6 +806,9 @@ def within_effects(
         raise ValueError(f"{func}: alpha must be between 0 and 1, got {alpha!r}.")
     _check_panel(panel, func, unit, period, [y, x, *controls], wave_integer=True)
     df = panel[[unit, period, y, x, *controls]].copy()
+    # pandas compares attrs when merging; a caller's attrs (e.g. a ledger DataFrame
+    # from linkage) would make that comparison ambiguous, and are not needed here.
+    df.attrs = {}
     df[period] = df[period].astype("int64")
     n_periods = df[period].nunique()
     if n_periods < lags + 2:

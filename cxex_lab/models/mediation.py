@@ -343,7 +343,9 @@ def mediation(
             "n_clusters": n_clusters if cluster is not None else None,
             "cluster": cluster,
             "alpha": alpha,
-            "boot": pd.DataFrame(bt, columns=der_names),
+            # plain lists, not a DataFrame: pandas compares attrs when concatenating
+            # or merging results, and DataFrame == DataFrame has no single truth value
+            "boot": pd.DataFrame(bt, columns=der_names).to_dict("list"),
         }
     )
     return out
