@@ -1,0 +1,346 @@
+"""Benchmark: ``link(path, level="employee", period="week")`` vs pandas vs hand-written DuckDB SQL.
+
+Generates (cheaply, with numpy, not the full simulator) a study of 10 million
+interactions, 1 million CX responses (1,000 of them orphans), 20,000 employees
+and 6 EX waves, writes it as Parquet to ``benchmarks/_data/linkage`` (kept
+between runs; ``--regen`` rebuilds it), then computes the same employee x week
+panel three ways, each in its own subprocess so peak RSS is honest:
+
+* ``link``   -- :func:`cxex_lab.linkage.link` on the Parquet directory;
+* ``pandas`` -- what a competent pandas user writes: read the Parquet columns
+  needed, one left merge of interactions with CX responses, one groupby with
+  pandas' vectorised aggregations, then the (small) EX and employee merges;
+* ``duckdb`` -- hand-written DuckDB SQL over the Parquet files.
+
+Each child times its computation (imports excluded, reading the files and
+building the final pandas DataFrame included) and reports its own peak RSS
+(``ru_maxrss``). The parent checks the three panels are equal (sorted, float
+tolerance) and prints PASS/FAIL for the targets: link >= 2.5x faster than
+pandas, within 1.5x of the hand-written SQL, peak RSS <= 1/3 of pandas'.
+
+The panel is the core panel: EX of the preceding wave (ex_lag=1) + CX + ops +
+the n behind each mean. Loyalty is not part of a weekly panel (it is only
+defined for wave periods), so link() computes nothing more here.
+
+Usage::
+
+    .venv/bin/python benchmarks/linkage.py [--regen] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = HERE / "_data" / "linkage"
+
+N_INTERACTIONS = 10_000_000
+N_CX = 1_000_000
+N_ORPHANS = 1_000
+N_EMPLOYEES = 20_000
+N_WAVES = 6
+WAVE_DAYS = 91
+START = "2025-01-06"
+EX_LAG = 1
+
+TP = ("hiring", "training", "post_training_support", "daily_work", "coaching", "pip", "recognition", "promotion")
+EX_ITEMS = ["enps", "esat", "ees", *(f"tp_{t}" for t in TP), "empowerment", "cx_insight_access"]
+COLUMNS = ["employee_id", "team_id", "site_id", "period", "ex_wave", "n_ex", *EX_ITEMS, "enps_score",
+           "n_cx", "nps", "csat", "ces", "nps_score", "csat_top2",
+           "n_interactions", "fcr_rate", "aht_seconds", "transfer_rate"]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def generate(path: Path, seed: int = 20250106) -> None:
+    """Write the five tables as Parquet (numpy + pyarrow, about 20 s)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+
+    def ids(prefix: str, numbers, width: int) -> pa.Array:
+        s = pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), width, "0")
+        return pc.binary_join_element_wise(prefix, s, "")
+
+    start = np.datetime64(START, "us")
+    day_us = 86_400 * 1_000_000
+    e = np.arange(N_EMPLOYEES)
+    team = e // 10
+    pq.write_table(pa.table({
+        "employee_id": ids("E", e + 1, 6), "team_id": ids("T", team + 1, 4), "site_id": ids("S", team // 20 + 1, 3),
+        "role": pa.array(np.where(e % 5 == 0, "senior agent", "agent")),
+        "hire_date": pa.array(start - rng.integers(30, 2000, N_EMPLOYEES) * day_us),
+        "exit_date": pa.nulls(N_EMPLOYEES, pa.timestamp("us")),
+    }), path / "employees.parquet")
+
+    # EX: 85% response per wave, answered within 10 days of the opening
+    rows = []
+    for w in range(N_WAVES):
+        who = np.flatnonzero(rng.random(N_EMPLOYEES) < 0.85)
+        rows.append((who, np.full(len(who), w + 1), start + w * WAVE_DAYS * day_us
+                     + (rng.uniform(0, 10, len(who)) * day_us).astype("int64")))
+    who, wave, at = (np.concatenate(x) for x in zip(*rows))
+    n_ex = len(who)
+    ex = {"employee_id": ids("E", who + 1, 6), "wave": pa.array(wave.astype("int64")), "responded_at": pa.array(at),
+          "enps": pa.array(rng.integers(0, 11, n_ex)), "esat": pa.array(rng.integers(1, 6, n_ex)),
+          "ees": pa.array(rng.integers(1, 8, n_ex))}
+    for c in EX_ITEMS[3:]:
+        ex[c] = pa.array(rng.integers(1, 6, n_ex))
+    pq.write_table(pa.table(ex), path / "ex_responses.parquet")
+
+    # interactions: uniform over the 6 wave periods
+    n = N_INTERACTIONS
+    emp = rng.integers(0, N_EMPLOYEES, n)
+    started = start + rng.integers(0, N_WAVES * WAVE_DAYS * day_us, n)
+    n_cust = 1_000_000
+    inter = pa.table({
+        "interaction_id": ids("I", np.arange(1, n + 1), 9),
+        "employee_id": ids("E", emp + 1, 6),
+        "customer_id": ids("C", rng.integers(1, n_cust + 1, n), 7),
+        "started_at": pa.array(started),
+        "channel": pa.array(rng.choice(np.array(["voice", "chat", "email"]), n, p=[0.6, 0.3, 0.1])),
+        "handle_seconds": pa.array(np.exp(rng.normal(6.0, 0.35, n)).astype("int64")),
+        "resolved_first_contact": pa.array(rng.random(n) < 0.72),
+        "transferred": pa.array(rng.random(n) < 0.12),
+    })
+    pq.write_table(inter, path / "interactions.parquet")
+    del inter
+
+    k = rng.choice(n, N_CX - N_ORPHANS, replace=False)
+    k.sort()
+    resp_ids = pa.concat_arrays([ids("I", k + 1, 9), ids("X", np.arange(1, N_ORPHANS + 1), 9)])
+    when = np.concatenate([started[k], started[rng.integers(0, n, N_ORPHANS)]]) + (
+        rng.exponential(36 * 3600, N_CX) * 1e6).astype("int64")
+    pq.write_table(pa.table({
+        "interaction_id": resp_ids, "responded_at": pa.array(when),
+        "nps": pa.array(rng.integers(0, 11, N_CX)), "csat": pa.array(rng.integers(1, 6, N_CX)),
+        "ces": pa.array(rng.integers(1, 8, N_CX)), "comment": pa.nulls(N_CX, pa.string()),
+    }), path / "cx_responses.parquet")
+
+    n_out = 300_000
+    cp = rng.choice(n_cust * N_WAVES, n_out, replace=False)
+    pq.write_table(pa.table({
+        "customer_id": ids("C", cp // N_WAVES + 1, 7), "period": pa.array((cp % N_WAVES + 1).astype("int64")),
+        "retained": pa.array(rng.random(n_out) < 0.85), "revenue": pa.array(rng.normal(100, 30, n_out).round(2)),
+    }), path / "customer_outcomes.parquet")
+    (path / "_complete").write_text("ok\n")
+
+
+# ----------------------------------------------------------------------------- the three sides
+
+
+def side_link(path: Path):
+    from cxex_lab.linkage import link
+
+    t0 = time.perf_counter()
+    panel = link(path, level="employee", period="week", ex_lag=EX_LAG)
+    return time.perf_counter() - t0, panel[COLUMNS]
+
+
+def side_pandas(path: Path):
+    import numpy as np
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    # employee_id read as a categorical (a competent pandas user's first optimisation for group keys)
+    inter = pd.read_parquet(path / "interactions.parquet", columns=[
+        "interaction_id", "employee_id", "started_at", "handle_seconds", "resolved_first_contact", "transferred"],
+        read_dictionary=["employee_id"])
+    cx = pd.read_parquet(path / "cx_responses.parquet", columns=["interaction_id", "nps", "csat", "ces"])
+    df = inter.merge(cx, on="interaction_id", how="left")
+    del inter, cx
+    df["period"] = df["started_at"].dt.to_period("W").dt.start_time
+    answered = df["nps"].notna()
+    df["prom"] = (df["nps"] >= 9).astype("float64").where(answered)
+    df["detr"] = (df["nps"] <= 6).astype("float64").where(answered)
+    df["csat_top2"] = (df["csat"] >= 4).astype("float64").where(df["csat"].notna())
+    gb = df.groupby(["employee_id", "period"], sort=False, observed=True)
+    g = gb[["nps", "csat", "ces", "prom", "detr", "csat_top2", "resolved_first_contact", "handle_seconds",
+            "transferred"]].mean()
+    g["n_interactions"] = gb.size()
+    g["n_cx"] = gb["csat"].count()
+    del df, gb
+    g = g.rename(columns={"resolved_first_contact": "fcr_rate", "handle_seconds": "aht_seconds",
+                          "transferred": "transfer_rate"}).reset_index()
+    g["employee_id"] = g["employee_id"].astype("str")
+    g["nps_score"] = 100 * (g.pop("prom") - g.pop("detr"))
+
+    ex = pd.read_parquet(path / "ex_responses.parquet")
+    opened = ex.groupby("wave")["responded_at"].min().dt.floor("D").sort_values()
+    waves = opened.index.to_numpy()
+    pos = np.searchsorted(opened.to_numpy(), g["period"].to_numpy(), side="right") - 1 - EX_LAG
+    g = g[pos >= 0]
+    g["ex_wave"] = waves[pos[pos >= 0]]
+    ex["eprom"] = (ex["enps"] >= 9).astype("float64")
+    ex["edetr"] = (ex["enps"] <= 6).astype("float64")
+    exa = ex.groupby(["employee_id", "wave"]).agg(
+        n_ex=("enps", "size"), **{c: (c, "mean") for c in EX_ITEMS}, eprom=("eprom", "mean"), edetr=("edetr", "mean"),
+    ).reset_index().rename(columns={"wave": "ex_wave"})
+    exa["enps_score"] = 100 * (exa.pop("eprom") - exa.pop("edetr"))
+    emp = pd.read_parquet(path / "employees.parquet", columns=["employee_id", "team_id", "site_id"])
+    panel = g.merge(emp, on="employee_id").merge(exa, on=["employee_id", "ex_wave"], how="left")
+    panel["n_ex"] = panel["n_ex"].fillna(0).astype("int64")
+    return time.perf_counter() - t0, panel[COLUMNS]
+
+
+def duckdb_sql(path: Path) -> str:
+    ex_means = ",\n           ".join(f"avg({c}) AS {c}" for c in EX_ITEMS)
+    return f"""
+    WITH waves AS (
+        SELECT wave, date_trunc('day', min(responded_at)) AS opened,
+               row_number() OVER (ORDER BY min(responded_at)) AS idx
+        FROM '{path}/ex_responses.parquet' GROUP BY wave
+    ),
+    cxp AS (
+        SELECT i.employee_id, date_trunc('week', i.started_at) AS period,
+               count(*) AS n_interactions, count(c.interaction_id) AS n_cx,
+               avg(c.nps) AS nps, avg(c.csat) AS csat, avg(c.ces) AS ces,
+               100 * (avg((c.nps >= 9)::int) - avg((c.nps <= 6)::int)) AS nps_score,
+               avg((c.csat >= 4)::int) AS csat_top2,
+               avg(i.resolved_first_contact::int) AS fcr_rate, avg(i.handle_seconds) AS aht_seconds,
+               avg(i.transferred::int) AS transfer_rate
+        FROM '{path}/interactions.parquet' i
+        LEFT JOIN (SELECT interaction_id, nps, csat, ces FROM '{path}/cx_responses.parquet') c
+          USING (interaction_id)
+        GROUP BY ALL
+    ),
+    lagged AS (
+        SELECT p.*, w2.wave AS ex_wave
+        FROM cxp p ASOF JOIN waves w0 ON p.period >= w0.opened
+        JOIN waves w2 ON w2.idx = w0.idx - {EX_LAG}
+    ),
+    exa AS (
+        SELECT employee_id, wave AS ex_wave, count(*) AS n_ex,
+           {ex_means},
+           100 * (avg((enps >= 9)::int) - avg((enps <= 6)::int)) AS enps_score
+        FROM '{path}/ex_responses.parquet' GROUP BY ALL
+    )
+    SELECT l.employee_id, e.team_id, e.site_id, l.period, l.ex_wave, coalesce(x.n_ex, 0) AS n_ex,
+           {", ".join("x." + c for c in EX_ITEMS)}, x.enps_score,
+           l.n_cx, l.nps, l.csat, l.ces, l.nps_score, l.csat_top2,
+           l.n_interactions, l.fcr_rate, l.aht_seconds, l.transfer_rate
+    FROM lagged l
+    JOIN '{path}/employees.parquet' e USING (employee_id)
+    LEFT JOIN exa x ON x.employee_id = l.employee_id AND x.ex_wave = l.ex_wave
+    """
+
+
+def side_duckdb(path: Path):
+    import duckdb
+
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    panel = con.sql(duckdb_sql(path)).to_arrow_table().to_pandas()
+    return time.perf_counter() - t0, panel[COLUMNS]
+
+
+SIDES = {"link": side_link, "pandas": side_pandas, "duckdb": side_duckdb}
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def child(side: str, path: Path, out: Path) -> None:
+    cpu0 = _cpu()
+    seconds, panel = SIDES[side](path)
+    cpu = _cpu() - cpu0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    panel.attrs = {}  # the ledger DataFrame in attrs is not JSON-serialisable into Parquet metadata
+    panel.to_parquet(out, index=False)
+    print(json.dumps({"side": side, "seconds": seconds, "cpu": cpu, "peak_rss": rss, "rows": len(panel)}))
+
+
+def run_side(side: str, out: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, __file__, "--child", side, "--out", str(out)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{side} side failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare(a, b, name: str) -> None:
+    import numpy as np
+    import pandas as pd
+
+    keys = ["employee_id", "period"]
+    a = a.sort_values(keys).reset_index(drop=True)
+    b = b.sort_values(keys).reset_index(drop=True)
+    if len(a) != len(b):
+        raise AssertionError(f"{name}: {len(a)} vs {len(b)} rows")
+    for c in COLUMNS:
+        x, y = a[c], b[c]
+        if c in ("employee_id", "team_id", "site_id"):
+            ok = (x.astype(str).to_numpy() == y.astype(str).to_numpy()).all()
+        elif c == "period":
+            ok = (pd.to_datetime(x).astype("datetime64[us]").to_numpy()
+                  == pd.to_datetime(y).astype("datetime64[us]").to_numpy()).all()
+        else:
+            ok = np.allclose(pd.to_numeric(x).astype(float), pd.to_numeric(y).astype(float),
+                             rtol=1e-9, atol=1e-9, equal_nan=True)
+        if not ok:
+            raise AssertionError(f"{name}: column {c} differs")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--regen", action="store_true", help="rebuild the Parquet data")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per side (best time and its RSS are kept)")
+    ap.add_argument("--child", choices=list(SIDES), help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, DATA, Path(args.out))
+        return
+
+    import pandas as pd
+
+    if args.regen or not (DATA / "_complete").exists():
+        t0 = time.perf_counter()
+        print(f"generating {N_INTERACTIONS:,} interactions, {N_CX:,} CX responses, {N_EMPLOYEES:,} employees x "
+              f"{N_WAVES} waves into {DATA} ...", flush=True)
+        generate(DATA)
+        print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
+    out_dir = DATA.parent / "linkage_out"
+    out_dir.mkdir(exist_ok=True)
+    res = {}
+    for side in ("duckdb", "pandas", "link"):
+        runs = [run_side(side, out_dir / f"{side}.parquet") for _ in range(args.repeat)]
+        res[side] = min(runs, key=lambda r: r["seconds"])
+        r = res[side]
+        print(f"{side:>7}: {r['seconds']:6.2f} s wall  {r['cpu']:6.2f} s CPU   peak RSS {r['peak_rss'] / 2**30:5.2f} GiB   rows {r['rows']:,}",
+              flush=True)
+    panels = {s: pd.read_parquet(out_dir / f"{s}.parquet") for s in res}
+    compare(panels["link"], panels["pandas"], "link vs pandas")
+    compare(panels["link"], panels["duckdb"], "link vs duckdb")
+    print("panels equal: link == pandas == hand-written DuckDB SQL (sorted, float tolerance 1e-9)")
+
+    lk, pdx, dk = res["link"], res["pandas"], res["duckdb"]
+    speed_pd = pdx["seconds"] / lk["seconds"]
+    vs_sql = lk["seconds"] / dk["seconds"]
+    rss_ratio = lk["peak_rss"] / pdx["peak_rss"]
+    print(f"speed-up over pandas      {speed_pd:5.2f}x  (target >= 2.5x)   {'PASS' if speed_pd >= 2.5 else 'FAIL'}")
+    print(f"time vs hand-written SQL  {vs_sql:5.2f}x  (target <= 1.5x)   {'PASS' if vs_sql <= 1.5 else 'FAIL'}")
+    print(f"peak RSS vs pandas        {rss_ratio:5.2f}   (target <= 0.33)  {'PASS' if rss_ratio <= 1 / 3 else 'FAIL'}")
+    print(f"(CPU-time ratios, robust to other load on the machine: pandas/link {pdx['cpu'] / lk['cpu']:.2f}x, "
+          f"link/SQL {lk['cpu'] / dk['cpu']:.2f}x)")
+    print(f"(peak RSS link / SQL      {lk['peak_rss'] / dk['peak_rss']:5.2f})")
+
+
+if __name__ == "__main__":
+    main()

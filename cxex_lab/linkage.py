@@ -1,0 +1,630 @@
+"""Link EX to CX through the interaction, and aggregate to unit x period panels.
+
+A customer's survey answer belongs to the employee who handled the interaction it
+rates; that employee's EX is taken from the survey wave that *precedes* the
+period. :func:`link` builds one row per unit (employee, team or site) x period
+with the EX of the linked wave, the CX and operations of the period, loyalty
+outcomes where customers can be attributed, and the count behind every mean.
+
+The joins and aggregations are Ibis expressions. They run in-process on DuckDB
+by default and, unchanged, on any other Ibis backend passed as ``con`` (Spark,
+a warehouse). Raw interaction rows never enter Python: only the aggregated
+panel (and a handful of tiny lookups such as the wave opening dates) is
+executed.
+
+Periods
+-------
+``week`` / ``month`` / ``quarter``
+    Calendar periods: the interaction's start time truncated to the Monday of its
+    ISO week, the first of its month or of its quarter.
+``wave``
+    Wave period :math:`w` holds the interactions started from wave :math:`w`'s
+    opening up to wave :math:`w+1`'s opening (the last wave's period is open
+    ended). A wave *opens* on the calendar day of its first EX answer
+    (``min(responded_at)`` truncated to the day, so interactions on the opening
+    morning before the first answer still belong to the new wave).
+    Interactions before the first opening have no wave period.
+``window``
+    The window design (Harter et al.; practitioners report that a rolling window
+    of about six months after the survey links best): each employee-wave
+    receives the CX of the interactions that employee started between
+    ``responded_at + window_days[0]`` and ``responded_at + window_days[1]``.
+    Team and site windows are anchored at the wave's opening instead. Windows of
+    successive waves **overlap** when the window is longer than the wave spacing
+    (the default 30-180 days with 91-day waves does), so one interaction can count
+    in two rows: sum n over rows only within one wave. ``ex_lag`` is not used
+    (the window itself is the lag); ``period_start`` is the wave opening.
+
+EX lag
+------
+For a period starting at :math:`t`, let :math:`w_0` be the most recent wave
+opened at or before :math:`t`. ``ex_lag=0`` links EX of wave :math:`w_0`,
+``ex_lag=1`` (default) of the wave before it, and so on (waves in opening
+order). For ``period="wave"``, period :math:`w` therefore gets EX of wave
+:math:`w - \\text{ex\\_lag}`. A calendar period that starts before a wave opens
+in it (e.g. the month in which wave 1 opens mid-month) has :math:`w_0` = the
+previous wave.
+
+Data-quality ledger
+-------------------
+``panel.attrs["ledger"]`` (a DataFrame, see :mod:`cxex_lab.ledger`) counts, with
+its reason, every row that could not be linked:
+
+* CX responses whose ``interaction_id`` is not in ``interactions``;
+* interactions (and their CX responses) whose ``employee_id`` is not in
+  ``employees`` (or whose employee has no team / site id at that level);
+* interactions with no period (no start time; for ``wave``, started before the
+  first wave opened; for ``window``, in no EX window);
+* unit-periods with no EX wave ``ex_lag`` waves before them: excluded from the
+  panel (they have no EX to link), with their interactions and CX responses;
+* EX responses from employees not in ``employees``;
+* customer outcomes (``wave`` / ``window`` only) that no interaction attributes
+  to a unit;
+* with ``reporting=True``, groups suppressed for privacy.
+
+Every CX response is therefore either behind some row's ``n_cx`` or in the
+ledger (in ``window`` mode windows may overlap, so use ``period="wave"`` for
+that accounting). Units that did answer no EX in the linked wave are kept with
+missing EX and ``n_ex = 0``.
+
+Loyalty
+-------
+``customer_outcomes.period`` is a wave period. A customer-period is attributed
+to every unit that handled at least one of that customer's interactions in that
+wave period (a customer served by two agents counts for both). Retention and
+revenue are therefore only defined for ``period="wave"`` and ``"window"`` (for
+``window``, each interaction in the window brings the outcome of its own wave
+period); for calendar periods ``retention_rate``, ``revenue_mean`` and
+``n_customers`` are missing. ``loyalty=False`` skips them (one pass over the
+interactions less).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ibis
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cxex_lab.ledger import Ledger
+from cxex_lab.privacy import check_min_group_size, drop_id_columns, suppress_small_groups
+from cxex_lab.study import TABLES, Study
+
+try:  # written in parallel; re-exported here once it exists
+    from cxex_lab.agreement import agreement  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the other module
+    agreement = None  # type: ignore[assignment]
+
+__all__ = ["link", "LEVELS", "PERIODS", "EX_MEASURES", "CX_MEASURES", "OPS_MEASURES", "agreement"]
+
+#: Aggregation levels and the id columns that key them.
+LEVELS: dict[str, tuple[str, ...]] = {
+    "employee": ("employee_id", "team_id", "site_id"),
+    "team": ("team_id", "site_id"),
+    "site": ("site_id",),
+}
+#: Period choices (see the module docstring).
+PERIODS: tuple[str, ...] = ("week", "month", "quarter", "wave", "window")
+_TRUNC = {"week": "W", "month": "M", "quarter": "Q"}
+
+#: EX items averaged over a unit's respondents (``tp_*`` columns found in the data are added).
+EX_MEASURES: tuple[str, ...] = ("enps", "esat", "ees", "empowerment", "cx_insight_access")
+CX_MEASURES: tuple[str, ...] = ("nps", "csat", "ces")
+OPS_MEASURES: tuple[str, ...] = ("fcr_rate", "aht_seconds", "transfer_rate")
+LOYALTY_MEASURES: tuple[str, ...] = ("retention_rate", "revenue_mean")
+
+# status of an aggregated row (computed inside the Ibis expression)
+_OK, _NO_UNIT, _NO_PERIOD, _NO_EX_WAVE = 0, 1, 2, 3
+
+_NEEDED = {
+    "employees": ("employee_id", "team_id", "site_id"),
+    "ex_responses": ("employee_id", "wave", "responded_at"),
+    "interactions": ("interaction_id", "employee_id", "customer_id", "started_at", "handle_seconds",
+                     "resolved_first_contact", "transferred"),
+    "cx_responses": ("interaction_id", "nps", "csat", "ces"),
+    "customer_outcomes": ("customer_id", "period", "retained", "revenue"),
+}
+
+
+class LinkageError(ValueError):
+    """A study or argument that :func:`link` cannot work with (the message says why)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _check_args(level, period, ex_lag, window_days, min_group_size, reporting, segment) -> tuple[float, float]:
+    if level not in LEVELS:
+        raise LinkageError(f"unknown level {level!r}; valid levels are {list(LEVELS)}")
+    if period not in PERIODS:
+        raise LinkageError(f"unknown period {period!r}; valid periods are {list(PERIODS)}")
+    if isinstance(ex_lag, bool) or not isinstance(ex_lag, (int, np.integer)) or ex_lag < 0:
+        raise LinkageError(
+            f"ex_lag must be a whole number of waves >= 0 (0 = the wave opened at or before the period, "
+            f"1 = the one before it), got {ex_lag!r}"
+        )
+    try:
+        d0, d1 = (float(x) for x in window_days)
+    except (TypeError, ValueError):
+        raise LinkageError(f"window_days must be two numbers of days (start, end), got {window_days!r}") from None
+    if not 0 <= d0 < d1:
+        raise LinkageError(f"window_days must satisfy 0 <= start < end, got {window_days!r}")
+    check_min_group_size(min_group_size)
+    if reporting and level == "employee":
+        raise LinkageError(
+            "reporting=True is not allowed at level='employee': a reporting table may not show individual "
+            "employees (one row per employee identifies them). Use level='team' or 'site' for a report, or "
+            "reporting=False for an analysis panel that stays out of reports."
+        )
+    if segment is not None and not isinstance(segment, (str, list, tuple)):
+        raise LinkageError(f"segment must be a site id, a list of site ids or 'all', got {segment!r}")
+    return d0, d1
+
+
+def _open(study: Study | str | Path, con) -> tuple[Any, dict[str, Any], str]:
+    """Ibis tables for the five canonical tables (only the columns linkage needs)."""
+    if con is None:
+        con = ibis.duckdb.connect()
+    if isinstance(study, Study):
+        tables = {}
+        for name in TABLES:
+            df = getattr(study, name)
+            cols = [c for c in df.columns if c in _NEEDED[name] or (name == "ex_responses" and _is_ex_item(c))]
+            tables[name] = ibis.memtable(pa.Table.from_pandas(df[cols], preserve_index=False))
+        return con, tables, study.source or "study in memory"
+    if isinstance(study, (str, Path)):
+        path = Path(study)
+        if not path.exists():
+            raise FileNotFoundError(f"study path {path} does not exist")
+        files = {name: path / f"{name}.parquet" for name in TABLES}
+        if path.is_dir() and all(f.exists() for f in files.values()) and not (path / "study.yaml").exists():
+            # Parquet read by the backend: raw rows never enter pandas
+            return con, {name: con.read_parquet(str(f)) for name, f in files.items()}, str(path)
+        from cxex_lab.io import load_study  # CSV, DuckDB file or a study config: load, then link in memory
+
+        return _open(load_study(path, validate=False), con)
+    raise LinkageError(f"study must be a Study or the path of a study directory, got {type(study).__name__}")
+
+
+def _is_ex_item(col: str) -> bool:
+    return col in EX_MEASURES or col.startswith("tp_")
+
+
+def _check_columns(tables: dict[str, Any]) -> None:
+    for name, need in _NEEDED.items():
+        missing = [c for c in need if c not in tables[name].columns]
+        if missing:
+            raise LinkageError(
+                f"table {name!r} lacks column(s) {missing} needed for linkage; it has {list(tables[name].columns)}"
+            )
+
+
+def _wave_openings(con, ex) -> pd.DataFrame:
+    """Tiny lookup: one row per wave with its opening day, in opening order."""
+    w = con.to_pyarrow(ex.group_by("wave").agg(opened=ex.responded_at.min())).to_pandas()
+    w = w.dropna(subset=["wave", "opened"])
+    w["opened"] = pd.to_datetime(w["opened"]).dt.floor("D")
+    return w.sort_values(["opened", "wave"], kind="stable").reset_index(drop=True)
+
+
+def _case(pairs: list[tuple[Any, Any]], else_=None, type_: str | None = None):
+    expr = ibis.cases(*pairs, else_=else_) if pairs else ibis.null()
+    return expr.cast(type_) if type_ else expr
+
+
+def _ts(value) -> Any:
+    return ibis.literal(pd.Timestamp(value).to_pydatetime(), type="timestamp")
+
+
+# --------------------------------------------------------------------------- link
+
+
+def link(
+    study: Study | str | Path,
+    level: str = "employee",
+    period: str = "wave",
+    ex_lag: int = 1,
+    window_days: Sequence[float] = (30, 180),
+    min_group_size: int = 5,
+    reporting: bool = False,
+    con: Any = None,
+    segment: str | Sequence[str] | None = None,
+    loyalty: bool = True,
+) -> pd.DataFrame:
+    """Link EX to the CX of the interactions each unit handled, per unit x period.
+
+    Parameters
+    ----------
+    study : Study or path
+        A :class:`~cxex_lab.study.Study` (linked via ``ibis.memtable``) or a study
+        directory of Parquet files (read by the backend with ``read_parquet``;
+        raw rows never enter pandas). Other directories (CSV, a study config) and
+        DuckDB files are loaded with :func:`cxex_lab.io.load_study` first.
+    level : {"employee", "team", "site"}
+        The unit of a row. Team and site rows pool the interactions of all their
+        employees (membership from ``employees``).
+    period : {"week", "month", "quarter", "wave", "window"}
+        How interactions are grouped in time (module docstring).
+    ex_lag : int
+        Which wave's EX is linked: 0 = the most recent wave opened at or before
+        the period start, 1 (default) = the wave before that, ...
+    window_days : (float, float)
+        For ``period="window"``: the window after each EX answer, in days.
+    min_group_size : int
+        Confidentiality minimum applied when ``reporting=True``.
+    reporting : bool
+        Return a reporting table: no employee / customer id columns, and groups
+        with fewer than ``min_group_size`` EX or CX respondents (or customers)
+        suppressed (values missing, ``suppressed=True``, counted in the
+        ledger). Refused at ``level="employee"``.
+    con : Ibis backend, optional
+        Where to run (default: a new in-process DuckDB connection).
+    segment : str or list of str, optional
+        Site id(s): link only the employees of these sites (their interactions
+        and the CX responses to them, like :meth:`Study.segment`). ``"all"`` or
+        None links everything.
+    loyalty : bool
+        Compute retention / revenue (``wave`` and ``window`` periods only).
+
+    Returns
+    -------
+    DataFrame
+        One row per unit x period: the unit ids, ``period`` (period start for
+        calendar periods, the wave number for ``wave`` / ``window``),
+        ``period_start``, ``ex_wave`` (the wave whose EX is linked), ``n_ex``
+        and the EX means (``enps``, ``esat``, ``ees``, ``tp_*``,
+        ``empowerment``, ``cx_insight_access``) plus ``enps_score``
+        (-100..100); ``n_cx``, ``nps``, ``csat``, ``ces``, ``nps_score``
+        (-100..100), ``csat_top2`` (share answering 4-5); ``n_interactions``,
+        ``fcr_rate``, ``aht_seconds``, ``transfer_rate`` over all interactions;
+        ``n_customers``, ``retention_rate``, ``revenue_mean``. ``attrs``:
+        ``"ledger"`` (DataFrame), ``"params"``, ``"wave_openings"`` and, for an
+        empty result, ``"explanation"``.
+
+    Raises
+    ------
+    LinkageError (a ValueError)
+        Unknown level / period, negative ``ex_lag``, ``reporting=True`` at
+        employee level, an unknown segment, missing columns, or an empty
+        interactions / cx_responses / ex_responses table.
+
+    Examples
+    --------
+    >>> from cxex_lab.simulate import simulate_study
+    >>> study = simulate_study(n_sites=2, n_employees=40, n_waves=3, seed=1)
+    >>> panel = link(study, level="team", period="wave")
+    >>> panel[["team_id", "period", "ex_wave", "n_ex", "n_cx"]].head(2)  # doctest: +SKIP
+    """
+    d0, d1 = _check_args(level, period, ex_lag, window_days, min_group_size, reporting, segment)
+    ex_lag = int(ex_lag)
+    con, t, source = _open(study, con)
+    _check_columns(t)
+    counts = {name: t[name].count().name(name) for name in ("interactions", "cx_responses", "ex_responses")}
+    counts = con.to_pyarrow(ibis.memtable({"_": [0]}).select(**counts)).to_pylist()[0]
+    for name, n in counts.items():
+        if n == 0:
+            what = {"interactions": "no interactions to link CX through",
+                    "cx_responses": "no CX responses to link",
+                    "ex_responses": "no EX waves to link"}[name]
+            raise LinkageError(f"cannot link {source}: table {name!r} is empty (0 rows), so there are {what}")
+    ledger = Ledger()
+    params = dict(level=level, period=period, ex_lag=ex_lag, window_days=(d0, d1), min_group_size=min_group_size,
+                  reporting=reporting, segment=segment, loyalty=loyalty, source=source)
+
+    waves = _wave_openings(con, t["ex_responses"])
+    emp = t["employees"].select("employee_id", "team_id", "site_id")
+    in_scope = segment is not None and segment != "all"
+    if in_scope:
+        wanted = [segment] if isinstance(segment, str) else [str(s) for s in segment]
+        valid = sorted(str(s) for s in con.to_pyarrow(emp.select("site_id").distinct()).column(0).to_pylist()
+                       if s is not None)
+        unknown = [s for s in wanted if s not in valid]
+        if unknown:
+            raise LinkageError(f"unknown segment(s) {unknown}; valid site ids are {valid} (or 'all')")
+        emp = emp.filter(emp.site_id.isin(wanted))
+
+    keys = list(LEVELS[level])
+    ex_cols = list(t["ex_responses"].columns)
+    ex_items = [c for c in EX_MEASURES[:3] if c in ex_cols] + [c for c in ex_cols if c.startswith("tp_")] + [
+        c for c in EX_MEASURES[3:] if c in ex_cols]
+
+    expr, pkey = _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_items)
+    if loyalty and period in ("wave", "window"):
+        expr = _add_loyalty(expr, t, emp, waves, level, period, d0, d1, in_scope, pkey)
+        if not in_scope:
+            _ledger_unattributed_outcomes(con, t, waves, ledger)
+    if not in_scope:
+        _ledger_ex_unknown(con, t, emp, ledger)
+
+    expr = _final_columns(expr, keys, period, waves, ex_items)
+    result = con.to_pyarrow(expr.order_by([keys[0], "period"]))
+    panel = _finish(result, ledger, level, period, ex_lag)
+    del result
+
+    if in_scope and (len(panel) == 0 or int(panel["n_cx"].sum()) == 0):
+        explanation = (f"segment {segment!r} has no CX responses linked to its employees' interactions "
+                       f"(period={period!r}, ex_lag={ex_lag}): the panel is empty")
+        ledger.add("link", "panel", explanation, max(len(panel), 1), [])
+        panel = panel.iloc[0:0]
+        panel.attrs["explanation"] = explanation
+    if reporting:
+        panel = _reporting(panel, ledger, min_group_size, ex_items)
+    panel = panel.reset_index(drop=True)
+    panel.attrs["ledger"] = ledger.frame
+    panel.attrs["params"] = params
+    panel.attrs["wave_openings"] = waves
+    if len(panel) == 0 and "explanation" not in panel.attrs:
+        panel.attrs["explanation"] = "no unit-period could be linked; see attrs['ledger'] for the reasons"
+    return panel
+
+
+def _period_key(t_started, period, waves):
+    """Per-interaction period key: a truncated timestamp or the wave number."""
+    if period in _TRUNC:
+        return t_started.truncate(_TRUNC[period])
+    pairs = [(t_started >= _ts(o), int(w)) for w, o in zip(waves["wave"][::-1], waves["opened"][::-1])]
+    return _case(pairs, type_="int64")
+
+
+def _ex_wave_of(pkey, period, ex_lag, waves):
+    """The EX wave linked to a period key (CASE over the few wave openings)."""
+    wl, ol = list(waves["wave"]), list(waves["opened"])
+    if period == "window":
+        return pkey.cast("int64")
+    if period == "wave":
+        pairs = [(pkey == int(w), int(wl[i - ex_lag])) for i, w in enumerate(wl) if i - ex_lag >= 0]
+    else:
+        pairs = [(pkey >= _ts(ol[i]), int(wl[i - ex_lag]) if i - ex_lag >= 0 else None)
+                 for i in range(len(wl) - 1, -1, -1)]
+        pairs = [(c, ibis.literal(v, type="int64")) for c, v in pairs]
+    return _case(pairs, type_="int64")
+
+
+def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_items):
+    """The Ibis expression of the panel (before loyalty), with a ``_status`` column."""
+    i = t["interactions"]
+    c = t["cx_responses"]
+    i = i.select(
+        _iid=i.interaction_id, employee_id=i.employee_id, started_at=i.started_at,
+        handle_seconds=i.handle_seconds, _fcr=i.resolved_first_contact.cast("int32"),
+        _tr=i.transferred.cast("int32"),
+    )
+    if in_scope:
+        i = i.semi_join(emp, i.employee_id == emp.employee_id)
+    c = c.select(_cid=c.interaction_id, nps=c.nps, csat=c.csat, ces=c.ces)
+    # outer join: orphan responses come through with no interaction (counted, not dropped)
+    j = i.join(c, i._iid == c._cid, how="left" if in_scope else "outer")
+
+    keys = list(LEVELS[level])
+    if level != "employee":
+        e = emp.select(_eid=emp.employee_id, _known=ibis.literal(1, type="int8"),
+                       **{k: emp[k] for k in keys})
+        j = j.left_join(e, j.employee_id == e._eid)
+        gkeys = keys
+    else:
+        gkeys = ["employee_id"]
+
+    if period == "window":
+        if level == "employee":
+            ex = t["ex_responses"]
+            win = ex.select(_weid=ex.employee_id, _p=ex.wave.cast("int64"),
+                            _ws=ex.responded_at + ibis.interval(seconds=int(d0 * 86400)),
+                            _we=ex.responded_at + ibis.interval(seconds=int(d1 * 86400)))
+            j = j.left_join(win, (j.employee_id == win._weid) & (j.started_at >= win._ws) & (j.started_at < win._we))
+        else:
+            wdf = pd.DataFrame({
+                "_p": waves["wave"].astype("int64"),
+                "_ws": waves["opened"] + pd.to_timedelta(d0, unit="D"),
+                "_we": waves["opened"] + pd.to_timedelta(d1, unit="D"),
+            })
+            win = ibis.memtable(wdf)
+            j = j.left_join(win, (j.started_at >= win._ws) & (j.started_at < win._we))
+        pk = j._p
+    else:
+        pk = _period_key(j.started_at, period, waves)
+    j = j.mutate(_p=pk)
+
+    def share(cond, col):  # share of answered rows meeting cond (null when unanswered)
+        return ibis.cases((col.isnull(), ibis.null("float64")), (cond, 1.0), else_=0.0).mean()
+
+    aggs = dict(
+        _n_rows=j.count(),
+        n_interactions=j._iid.count(),
+        n_cx=j._cid.count(),
+        fcr_rate=j._fcr.mean(), aht_seconds=j.handle_seconds.mean(), transfer_rate=j._tr.mean(),
+        nps=j.nps.mean(), csat=j.csat.mean(), ces=j.ces.mean(),
+        _prom=share(j.nps >= 9, j.nps), _detr=share(j.nps <= 6, j.nps), csat_top2=share(j.csat >= 4, j.csat),
+    )
+    if level != "employee":
+        aggs["_n_known"] = j._known.count()
+    a = j.group_by([*gkeys, "_p"]).aggregate(**aggs)
+
+    if level == "employee":
+        e = emp.select(_eid=emp.employee_id, team_id=emp.team_id, site_id=emp.site_id,
+                       _known=ibis.literal(1, type="int8"))
+        a = a.left_join(e, a.employee_id == e._eid)
+        a = a.mutate(_n_known=ibis.cases((a._known.notnull(), a.n_interactions), else_=0))
+        unit_ok = a._known.notnull()
+    else:
+        unit_ok = ibis.and_(*[a[k].notnull() for k in keys])
+
+    a = a.mutate(ex_wave=_ex_wave_of(a._p, period, ex_lag, waves))
+    a = a.mutate(_status=ibis.cases(
+        (~unit_ok, _NO_UNIT), (a._p.isnull(), _NO_PERIOD), (a.ex_wave.isnull(), _NO_EX_WAVE), else_=_OK
+    ).cast("int8"))
+
+    # EX per unit x wave (means over the unit's respondents)
+    ex = t["ex_responses"]
+    if level != "employee":
+        ee = emp.select(_xeid=emp.employee_id, **{k: emp[k] for k in keys})
+        ex = ex.join(ee, ex.employee_id == ee._xeid)
+        xkeys = keys
+    else:
+        xkeys = ["employee_id"]
+    xaggs = {"_n_ex": ex.count()}
+    for m in ex_items:
+        xaggs[f"_x_{m}"] = ex[m].mean()
+    xaggs["_eprom"] = (ex.enps >= 9).cast("int32").sum()
+    xaggs["_edetr"] = (ex.enps <= 6).cast("int32").sum()
+    xaggs["_enps_n"] = ex.enps.count()
+    xa = ex.group_by([*xkeys, ex.wave.cast("int64").name("_xwave")]).aggregate(**xaggs)
+    xa = xa.rename({f"_xk_{k}": k for k in xkeys})
+    pred = [a.ex_wave == xa._xwave] + [a[k] == xa[f"_xk_{k}"] for k in xkeys]
+    a = a.left_join(xa, pred)
+
+    def ratio(num, den, scale=1.0):
+        return (num.cast("float64") * scale) / den.nullif(0).cast("float64")
+
+    out = {k: a[k] for k in keys}
+    out.update(_p=a._p, ex_wave=a.ex_wave, _status=a._status, _n_rows=a._n_rows, _n_known=a._n_known,
+               n_ex=a._n_ex.fill_null(0))
+    for m in ex_items:
+        out[m] = a[f"_x_{m}"].cast("float64")
+    out["enps_score"] = ratio(a._eprom - a._edetr, a._enps_n, 100.0)
+    out["n_cx"] = a.n_cx
+    for m in CX_MEASURES:
+        out[m] = a[m].cast("float64")
+    out["nps_score"] = (a._prom - a._detr) * 100.0
+    out["csat_top2"] = a.csat_top2
+    out["n_interactions"] = a.n_interactions
+    for m in OPS_MEASURES:
+        out[m] = a[m].cast("float64")
+    return a.select(**out), gkeys
+
+
+def _add_loyalty(expr, t, emp, waves, level, period, d0, d1, in_scope, gkeys):
+    """Left-join retention / revenue of the customers each unit served (wave periods)."""
+    i = t["interactions"]
+    i = i.select(employee_id=i.employee_id, customer_id=i.customer_id, started_at=i.started_at)
+    if in_scope or level != "employee":
+        keys = list(LEVELS[level])
+        e = emp.select(_eid=emp.employee_id, **{k: emp[k] for k in keys if k != "employee_id"})
+        i = i.join(e, i.employee_id == e._eid)
+    i = i.mutate(_cp=_period_key(i.started_at, "wave", waves))
+    if period == "window":
+        if level == "employee":
+            ex = t["ex_responses"]
+            win = ex.select(_weid=ex.employee_id, _p=ex.wave.cast("int64"),
+                            _ws=ex.responded_at + ibis.interval(seconds=int(d0 * 86400)),
+                            _we=ex.responded_at + ibis.interval(seconds=int(d1 * 86400)))
+            i = i.join(win, (i.employee_id == win._weid) & (i.started_at >= win._ws) & (i.started_at < win._we))
+        else:
+            wdf = pd.DataFrame({
+                "_p": waves["wave"].astype("int64"),
+                "_ws": waves["opened"] + pd.to_timedelta(d0, unit="D"),
+                "_we": waves["opened"] + pd.to_timedelta(d1, unit="D"),
+            })
+            win = ibis.memtable(wdf)
+            i = i.join(win, (i.started_at >= win._ws) & (i.started_at < win._we))
+    else:
+        i = i.mutate(_p=i._cp)
+    cust = i.select(*gkeys, "_p", "customer_id", "_cp").distinct()
+    o = t["customer_outcomes"]
+    o = o.select(_ocid=o.customer_id, _op=o.period.cast("int64"), _ret=o.retained.cast("float64"),
+                 _rev=o.revenue.cast("float64"))
+    cj = cust.join(o, (cust.customer_id == o._ocid) & (cust._cp == o._op))
+    la = cj.group_by([*gkeys, "_p"]).aggregate(
+        n_customers=cj.count(), retention_rate=cj._ret.mean(), revenue_mean=cj._rev.mean()
+    )
+    la = la.rename({f"_l_{k}": k for k in [*gkeys, "_p"]})
+    pred = [expr[k] == la[f"_l_{k}"] for k in [*gkeys, "_p"]]
+    j = expr.left_join(la, pred)
+    return j.select(*expr.columns, "n_customers", "retention_rate", "revenue_mean")
+
+
+def _ledger_unattributed_outcomes(con, t, waves, ledger: Ledger) -> None:
+    i = t["interactions"]
+    cp = i.select(_c=i.customer_id, _cp=_period_key(i.started_at, "wave", waves)).distinct()
+    o = t["customer_outcomes"]
+    n = int(con.execute(o.anti_join(cp, (o.customer_id == cp._c) & (o.period.cast("int64") == cp._cp)).count()))
+    ledger.add("link", "customer_outcomes",
+               "customer-period with no interaction in that wave period: not attributable to a unit", n)
+
+
+def _ledger_ex_unknown(con, t, emp, ledger: Ledger) -> None:
+    ex = t["ex_responses"]
+    n = int(con.execute(ex.anti_join(emp, ex.employee_id == emp.employee_id).count()))
+    ledger.add("link", "ex_responses", "EX response from an employee not in employees: not linked", n)
+
+
+def _finish(result: pa.Table, ledger: Ledger, level, period, ex_lag) -> pd.DataFrame:
+    """Split the executed panel into linked rows and ledger entries (panel-sized work only)."""
+    status = result.column("_status")
+    n_rows = pc.sum(result.column("_n_rows")).as_py() or 0
+    n_int = pc.sum(result.column("n_interactions")).as_py() or 0
+    ledger.add("link", "cx_responses", "response's interaction_id is not in interactions: not linked",
+               n_rows - n_int)
+
+    def part(code):
+        sub = result.filter(pc.equal(status, code))
+        return (sub.num_rows, pc.sum(sub.column("n_interactions")).as_py() or 0,
+                pc.sum(sub.column("n_cx")).as_py() or 0, pc.sum(sub.column("_n_known")).as_py() or 0, sub)
+
+    rows, ni, ncx, nk, sub = part(_NO_UNIT)
+    # n_cx in these rows includes orphans (which have no interaction): keep them out of this count
+    orphan_cx = n_rows - n_int
+    unit_word = {"employee": "employee_id", "team": "team_id", "site": "site_id"}[level]
+    ledger.add("link", "interactions", "interaction's employee_id is not in employees: not linked", ni - nk)
+    ledger.add("link", "interactions", f"interaction's employee has no {unit_word} in employees: not linked", nk)
+    ledger.add("link", "cx_responses", "response to an interaction whose employee cannot be placed: not linked",
+               ncx - orphan_cx)
+    no_period = {"wave": "interaction started before the first EX wave opened (or has no start time): no wave period",
+                 "window": "interaction falls in no EX window (no EX answer from its unit "
+                           "window_days before it, or no start time)"}.get(
+        period, "interaction has no start time: no period")
+    rows, ni, ncx, nk, sub = part(_NO_PERIOD)
+    ledger.add("link", "interactions", no_period, ni)
+    ledger.add("link", "cx_responses", "response to an " + no_period.removeprefix("interaction "), ncx)
+    rows, ni, ncx, nk, sub = part(_NO_EX_WAVE)
+    rule = f"no EX wave opened {ex_lag} wave(s) before the period (ex_lag={ex_lag}): no EX to link, excluded"
+    ledger.add("link", f"{level}-{period} panel", f"{level}-period with {rule}", rows)
+    ledger.add("link", "interactions", f"interaction in a {level}-period with {rule}", ni)
+    ledger.add("link", "cx_responses", f"response in a {level}-period with {rule}", ncx)
+
+    keep = result.filter(pc.equal(status, _OK)).drop_columns(["_status", "_n_rows", "_n_known"])
+    del result, status, sub
+    # split_blocks + self_destruct: the Arrow buffers are released as pandas takes them over
+    df = keep.to_pandas(split_blocks=True, self_destruct=True)
+    del keep
+    if "n_customers" in df.columns and df["n_customers"].notna().any():
+        df["n_customers"] = df["n_customers"].astype("Int64").fillna(0)
+    else:
+        df["n_customers"] = df["n_customers"].astype("Int64")
+    return df
+
+
+def _final_columns(expr, keys, period, waves, ex_items):
+    """Rename and order the columns in the expression (so pandas needs no reshuffling copy)."""
+    if period in ("wave", "window"):
+        pairs = [(expr._p == int(w), _ts(o)) for w, o in zip(waves["wave"], waves["opened"])]
+        pstart = _case(pairs, type_="timestamp")
+    else:
+        pstart = expr._p.cast("timestamp")
+    extra = {}
+    if "n_customers" not in expr.columns:
+        extra = dict(n_customers=ibis.null("int64"), retention_rate=ibis.null("float64"),
+                     revenue_mean=ibis.null("float64"))
+    cols = {k: expr[k] for k in keys}
+    cols.update(period=expr._p, period_start=pstart, ex_wave=expr.ex_wave, n_ex=expr.n_ex)
+    for c in [*ex_items, "enps_score", "n_cx", *CX_MEASURES, "nps_score", "csat_top2", "n_interactions",
+              *OPS_MEASURES, "n_customers", *LOYALTY_MEASURES]:
+        cols[c] = extra[c] if c in extra else expr[c]
+    cols.update(_status=expr._status, _n_rows=expr._n_rows, _n_known=expr._n_known)
+    return expr.select(**cols)
+
+
+def _reporting(panel: pd.DataFrame, ledger: Ledger, min_group_size: int, ex_items) -> pd.DataFrame:
+    """Reporting table: no person ids, small groups suppressed (see :mod:`cxex_lab.privacy`)."""
+    out = drop_id_columns(panel)
+    n_cols = ["n_ex", "n_cx"] + (["n_customers"] if out["n_customers"].notna().any() else [])
+    values = [*ex_items, "enps_score", *CX_MEASURES, "nps_score", "csat_top2", "n_interactions",
+              *OPS_MEASURES, *LOYALTY_MEASURES, "n_customers"]
+    values = [c for c in values if c not in n_cols]
+    out = suppress_small_groups(out, n_cols, values, min_group_size=min_group_size, ledger=ledger,
+                                table="linked panel (reporting)", step="link")
+    return out
