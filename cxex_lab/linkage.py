@@ -100,7 +100,7 @@ try:  # written in parallel; re-exported here once it exists
 except ImportError:  # pragma: no cover - depends on the other module
     agreement = None  # type: ignore[assignment]
 
-__all__ = ["link", "LEVELS", "PERIODS", "EX_MEASURES", "CX_MEASURES", "OPS_MEASURES", "agreement"]
+__all__ = ["link", "link_interactions", "LEVELS", "PERIODS", "EX_MEASURES", "CX_MEASURES", "OPS_MEASURES", "agreement"]
 
 #: Aggregation levels and the id columns that key them.
 LEVELS: dict[str, tuple[str, ...]] = {
@@ -627,4 +627,59 @@ def _reporting(panel: pd.DataFrame, ledger: Ledger, min_group_size: int, ex_item
     values = [c for c in values if c not in n_cols]
     out = suppress_small_groups(out, n_cols, values, min_group_size=min_group_size, ledger=ledger,
                                 table="linked panel (reporting)", step="link")
+    return out
+
+
+# --------------------------------------------------------------------------- interactions
+
+
+def link_interactions(
+    study: Study | str | Path,
+    ex_lag: int = 0,
+    ex_columns: Sequence[str] = ("empowerment", "cx_insight_access", "esat", "enps", "ees"),
+    con: Any = None,
+) -> pd.DataFrame:
+    """Interaction-level linkage: each interaction with its CX answer and the agent's EX.
+
+    One row per interaction (in the log), with the CX response if it was
+    surveyed (``nps``, ``csat``, ``ces``; missing otherwise), the wave ``period``
+    it falls in, and the handling employee's answers (``ex_columns``) from the
+    EX wave that precedes that period by ``ex_lag`` waves (missing when the
+    employee did not answer that wave). Used for interaction-level analyses such
+    as :func:`cxex_lab.models.spillover`.
+
+    Unlike :func:`link`, this returns one row per interaction, so it brings raw
+    rows into pandas: meant for a study or a segment that fits in memory.
+    Interactions before the first EX wave have ``period`` 0 and no EX.
+
+    Returns
+    -------
+    DataFrame
+        ``interaction_id, employee_id, started_at, period, ex_wave,
+        resolved_first_contact, transferred, handle_seconds, nps, csat, ces``
+        plus ``ex_columns``, sorted by employee and time. ``attrs["n_surveyed"]``
+        and ``attrs["n_with_ex"]`` count what could be linked.
+    """
+    if isinstance(ex_lag, bool) or not isinstance(ex_lag, (int, np.integer)) or ex_lag < 0:
+        raise LinkageError(f"ex_lag must be a whole number >= 0 (waves back), got {ex_lag!r}")
+    con, t, _ = _open(study, con)
+    _check_columns(t)
+    ex = t["ex_responses"]
+    missing = [c for c in ex_columns if c not in ex.columns]
+    if missing:
+        raise LinkageError(f"ex_responses lacks column(s) {missing}; it has {list(ex.columns)}")
+    waves = _wave_openings(con, ex)
+    if waves.empty:
+        raise LinkageError("no EX wave has an answer with a date: nothing to link interactions to")
+    i, c = t["interactions"], t["cx_responses"]
+    i = i.select("interaction_id", "employee_id", "started_at", "resolved_first_contact", "transferred", "handle_seconds")
+    i = i.mutate(period=_period_key(i.started_at, "wave", waves).fill_null(0))
+    i = i.mutate(ex_wave=_ex_wave_of(i.period, "wave", int(ex_lag), waves))
+    c = c.select(_cid=c.interaction_id, nps=c.nps, csat=c.csat, ces=c.ces)
+    j = i.left_join(c, i.interaction_id == c._cid).drop("_cid")
+    e = ex.select(_eid=ex.employee_id, _wave=ex.wave.cast("int64"), **{k: ex[k] for k in ex_columns})
+    j = j.left_join(e, (j.employee_id == e._eid) & (j.ex_wave == e._wave)).drop("_eid", "_wave")
+    out = con.to_pyarrow(j.order_by(["employee_id", "started_at"])).to_pandas()
+    out.attrs["n_surveyed"] = int(out["csat"].notna().sum())
+    out.attrs["n_with_ex"] = int(out[list(ex_columns)[0]].notna().sum()) if ex_columns else 0
     return out

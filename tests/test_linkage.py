@@ -281,3 +281,20 @@ def test_segment_without_responses_is_empty_and_explained(study):
     assert "no CX responses" in panel.attrs["explanation"]
     assert panel.attrs["ledger"]["rule"].str.contains("no CX responses").any()
     assert "csat" in panel.columns
+
+
+def test_link_interactions_attaches_cx_and_preceding_ex():
+    from cxex_lab.linkage import link_interactions
+
+    s = simulate_study(n_sites=2, n_employees=30, n_waves=3, seed=21)
+    out = link_interactions(s, ex_lag=1)
+    assert len(out) == len(s.interactions)
+    assert out["csat"].notna().sum() == s.cx_responses["interaction_id"].isin(s.interactions["interaction_id"]).sum()
+    # the EX attached to a period-3 interaction is the agent's wave-2 answer (ex_lag=1)
+    row = out[(out["period"] == 3) & out["empowerment"].notna()].iloc[0]
+    ans = s.ex_responses.query("employee_id == @row.employee_id and wave == 2")["empowerment"].item()
+    assert row["empowerment"] == ans and row["ex_wave"] == 2
+    # period 1 has no wave before it at ex_lag=1
+    assert out.loc[out["period"] == 1, "empowerment"].isna().all()
+    with pytest.raises(ValueError, match="ex_lag must be a whole number >= 0"):
+        link_interactions(s, ex_lag=-1)
