@@ -38,6 +38,27 @@ def format_examples(values: Sequence | Iterable, limit: int = 5) -> str:
     return shown + (f" (+{len(vals) - limit} more)" if len(vals) > limit else "")
 
 
+def ledger_of(obj) -> pd.DataFrame:
+    """The data-quality ledger carried by a result, as a tidy DataFrame.
+
+    Results (linked panels, mirror tables) carry their ledger in
+    ``attrs["ledger"]`` as plain records, not as a DataFrame: pandas compares
+    ``attrs`` whenever it concatenates or merges frames, and writes them as JSON
+    metadata to Parquet, and a DataFrame inside ``attrs`` breaks both.
+
+    Parameters
+    ----------
+    obj : DataFrame, list of dict, or Ledger
+        A result with ``attrs["ledger"]``, ledger records, or a Ledger.
+    """
+    if isinstance(obj, Ledger):
+        return obj.frame
+    records = obj.attrs.get("ledger", []) if isinstance(obj, pd.DataFrame) else obj
+    if isinstance(records, pd.DataFrame):
+        return records
+    return Ledger(pd.DataFrame(list(records), columns=list(LEDGER_COLUMNS))).frame
+
+
 class Ledger:
     """Accumulates ledger entries; ``.frame`` is the tidy DataFrame.
 
@@ -73,6 +94,11 @@ class Ledger:
         frame = other.frame if isinstance(other, Ledger) else other
         if len(frame):
             self._rows.extend(frame[list(LEDGER_COLUMNS)].to_dict("records"))
+
+    @property
+    def records(self) -> list[dict]:
+        """The entries as plain dicts (what results keep in ``attrs["ledger"]``)."""
+        return [dict(r, rows_excluded=int(r["rows_excluded"])) for r in self._rows]
 
     @property
     def frame(self) -> pd.DataFrame:

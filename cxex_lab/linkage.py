@@ -47,7 +47,7 @@ previous wave.
 
 Data-quality ledger
 -------------------
-``panel.attrs["ledger"]`` (a DataFrame, see :mod:`cxex_lab.ledger`) counts, with
+``panel.attrs["ledger"]`` (records; ``cxex_lab.ledger.ledger_of(panel)`` gives the DataFrame) counts, with
 its reason, every row that could not be linked:
 
 * CX responses whose ``interaction_id`` is not in ``interactions``;
@@ -355,9 +355,13 @@ def link(
     if reporting:
         panel = _reporting(panel, ledger, min_group_size, ex_items)
     panel = panel.reset_index(drop=True)
-    panel.attrs["ledger"] = ledger.frame
-    panel.attrs["params"] = params
-    panel.attrs["wave_openings"] = waves
+    # plain records (not DataFrames) so pandas can compare and serialise attrs;
+    # cxex_lab.ledger.ledger_of(panel) gives the ledger as a DataFrame
+    panel.attrs["ledger"] = ledger.records
+    panel.attrs["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    panel.attrs["wave_openings"] = [
+        {"wave": int(w), "opened": pd.Timestamp(o).isoformat()} for w, o in zip(waves["wave"], waves["opened"])
+    ]
     if len(panel) == 0 and "explanation" not in panel.attrs:
         panel.attrs["explanation"] = "no unit-period could be linked; see attrs['ledger'] for the reasons"
     return panel

@@ -883,5 +883,5 @@ def mirror(
         out, ["n_respondents", "n_employees"], ["estimate", "se", "ci_low", "ci_high", "n", "n_missing"],
         min_group_size, ledger=ledger, table="mirror", step=step,
     )
-    out.attrs["ledger"] = ledger.frame
+    out.attrs["ledger"] = ledger.records  # records: see cxex_lab.ledger.ledger_of
     return out

@@ -290,6 +290,6 @@ def test_within_effects_accepts_a_panel_carrying_a_ledger_in_attrs():
     from cxex_lab.simulate import simulate_panel
 
     panel = simulate_panel(200, 4, seed=3)
-    panel.attrs["ledger"] = Ledger().frame
+    panel.attrs["ledger"] = Ledger().frame  # a DataFrame in attrs, as older callers may pass
     res = within_effects(panel, unit="unit", period="wave", y="cx", x="ex")
     assert res["term"].tolist() == ["ex->cx"]

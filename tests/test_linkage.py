@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cxex_lab.ledger import ledger_of
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -113,7 +115,7 @@ def test_counts_and_ops_equal_pandas(full_study):
 def test_every_response_accounted_for(full_study):
     for lag in (0, 1):
         panel = link(full_study, level="team", period="wave", ex_lag=lag)
-        led = panel.attrs["ledger"]
+        led = ledger_of(panel)
         in_ledger = led.loc[led["table"] == "cx_responses", "rows_excluded"].sum()
         assert panel["n_cx"].sum() + in_ledger == len(full_study.cx_responses)
 
@@ -121,12 +123,12 @@ def test_every_response_accounted_for(full_study):
 def test_week_periods_and_lag(study):
     panel = link(study, level="employee", period="week", ex_lag=1)
     assert (panel["period"].dt.day_of_week == 0).all()
-    opened = panel.attrs["wave_openings"].set_index("wave")["opened"]
+    opened = pd.DataFrame(panel.attrs["wave_openings"]).set_index("wave")["opened"].map(pd.Timestamp)
     # EX of the wave before the latest wave opened at or before the week's Monday
     w0 = _wave_of(panel["period"], study.ex_responses)
     assert (panel["ex_wave"] == w0 - 1).all()
     assert panel["period"].min() >= opened[2]
-    led = panel.attrs["ledger"]
+    led = ledger_of(panel)
     assert led["rule"].str.contains("no EX wave opened 1 wave").any()
 
 
@@ -185,7 +187,7 @@ def test_loyalty_wave_only(study):
 
 
 def test_orphans_and_unknown_employees_in_ledger(full_study):
-    led = link(full_study, level="employee", period="wave").attrs["ledger"]
+    led = ledger_of(link(full_study, level="employee", period="wave"))
     orphan = led[led["rule"].str.contains("not in interactions")]
     assert orphan["rows_excluded"].tolist() == [7] and orphan["table"].tolist() == ["cx_responses"]
 
@@ -195,7 +197,7 @@ def test_orphans_and_unknown_employees_in_ledger(full_study):
                 interactions=s.interactions, cx_responses=s.cx_responses, customer_outcomes=s.customer_outcomes)
     for level in ("employee", "team"):
         panel = link(cut, level=level, period="wave", ex_lag=0)
-        led = panel.attrs["ledger"]
+        led = ledger_of(panel)
         unk = led[led["rule"].str.contains("employee_id is not in employees")]
         assert unk["rows_excluded"].tolist() == [(s.interactions["employee_id"] == gone).sum()]
         assert led["rule"].str.contains("EX response from an employee not in employees").any()
@@ -216,7 +218,7 @@ def test_reporting_tables_are_reportable(study):
                 assert not ((n > 0) & (n < k)).any()
             if rep["suppressed"].any():
                 assert rep.loc[rep["suppressed"], "csat"].isna().all()
-                assert rep.attrs["ledger"]["rule"].str.contains("confidentiality minimum").any()
+                assert ledger_of(rep)["rule"].str.contains("confidentiality minimum").any()
     rep = link(study, level="team", period="wave", reporting=True, min_group_size=12)
     assert rep["suppressed"].any()  # 7-8 employees per team: EX groups below 12 are suppressed
 
@@ -235,7 +237,7 @@ def test_memory_and_parquet_give_equal_panels(study, tmp_path):
         a = link(study, level=level, period=period)
         b = link(tmp_path / "s", level=level, period=period)
         pd.testing.assert_frame_equal(a, b)
-        pd.testing.assert_frame_equal(a.attrs["ledger"], b.attrs["ledger"])
+        pd.testing.assert_frame_equal(ledger_of(a), ledger_of(b))
 
 
 def test_segment_is_a_subset(study):
@@ -279,7 +281,7 @@ def test_segment_without_responses_is_empty_and_explained(study):
     panel = link(Study(**tables), level="team", period="wave", segment="S02")
     assert len(panel) == 0
     assert "no CX responses" in panel.attrs["explanation"]
-    assert panel.attrs["ledger"]["rule"].str.contains("no CX responses").any()
+    assert ledger_of(panel)["rule"].str.contains("no CX responses").any()
     assert "csat" in panel.columns
 
 
@@ -298,3 +300,14 @@ def test_link_interactions_attaches_cx_and_preceding_ex():
     assert out.loc[out["period"] == 1, "empowerment"].isna().all()
     with pytest.raises(ValueError, match="ex_lag must be a whole number >= 0"):
         link_interactions(s, ex_lag=-1)
+
+
+def test_linked_panel_survives_ordinary_pandas_work(tmp_path):
+    """attrs hold plain records, so describe/concat/merge/to_parquet all work."""
+    s = simulate_study(n_sites=2, n_employees=20, n_waves=3, seed=5, orphan_responses=2)
+    panel = link(s, level="employee", period="wave", ex_lag=0)
+    panel.select_dtypes("number").describe()
+    pd.concat([panel, panel.iloc[:3]])
+    panel.merge(panel[["employee_id", "period"]].iloc[:5], on=["employee_id", "period"])
+    panel.to_parquet(tmp_path / "panel.parquet")
+    assert ledger_of(panel)["rows_excluded"].sum() >= 2

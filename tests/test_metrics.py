@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cxex_lab.ledger import ledger_of
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -255,7 +257,7 @@ def test_mirror_ex_matches_the_raw_answers(mirror_study, by_site):
 
 
 def test_mirror_counts_orphan_responses_in_the_ledger(by_site):
-    led = by_site.attrs["ledger"]
+    led = ledger_of(by_site)
     orphans = led[led["rule"].str.startswith("response links to no interaction")]
     assert orphans["rows_excluded"].item() == 10
     assert orphans["table"].item() == "cx_responses"
@@ -263,7 +265,7 @@ def test_mirror_counts_orphan_responses_in_the_ledger(by_site):
 
 def test_mirror_accounts_for_every_cx_response(mirror_study):
     tab = mirror(mirror_study)
-    led = tab.attrs["ledger"]
+    led = ledger_of(tab)
     used = tab.query("metric == 'NPS'")["n"].item()
     excluded = led.loc[led["table"] == "cx_responses", "rows_excluded"].sum()
     assert used + excluded == len(mirror_study.cx_responses)
@@ -275,7 +277,7 @@ def test_mirror_suppresses_small_groups(mirror_study):
     # customers but only ~20 employees behind them, so they are suppressed too
     assert tab["suppressed"].all()
     assert tab[["estimate", "ci_low", "ci_high", "n"]].isna().all().all()
-    led = tab.attrs["ledger"]
+    led = ledger_of(tab)
     assert led.loc[led["table"] == "mirror", "rows_excluded"].item() == len(tab)
     # a moderate minimum leaves the big groups alone
     assert not mirror(mirror_study, by="site_id", min_group_size=15)["suppressed"].any()
@@ -303,7 +305,7 @@ def test_mirror_by_wave_periods(mirror_study):
     ex = s.ex_responses.merge(s.employees[["employee_id", "site_id"]])
     ex = ex[(ex["site_id"] == "S02") & (ex["wave"] == 2)]
     assert tab.query("site_id == 'S02' and wave == 2 and metric == 'EES'")["n"].item() == len(ex)
-    led = tab.attrs["ledger"]
+    led = ledger_of(tab)
     early = led[led["rule"].str.startswith("interaction started before the first EX wave")]
     n_early = int((_cx_joined(s).merge(s.interactions[["interaction_id", "started_at"]])["started_at"] < opening[1]).sum())
     assert early["rows_excluded"].sum() == n_early
@@ -321,7 +323,7 @@ def test_mirror_ledgers_missing_answers_and_unknown_employees(mirror_study):
     nps_row = tab.query("metric == 'NPS'").iloc[0]
     assert nps_row["n_missing"] == 3
     assert tab.query("metric == 'CSAT'")["n_missing"].item() == 0
-    led = tab.attrs["ledger"]
+    led = ledger_of(tab)
     assert led.loc[led["rule"].str.startswith("nps answer missing"), "rows_excluded"].item() == 3
     assert led.loc[led["rule"].str.startswith("answer from an employee not in"), "rows_excluded"].item() == 1
 

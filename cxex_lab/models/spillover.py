@@ -126,8 +126,9 @@ def spillover(
     empowerment : str
         The agent's empowerment (1-5) at the time of the interaction.
     group : str or list of str, optional
-        Fixed-effect groups nested in ``unit`` (e.g. ``["employee_id", "wave"]``
-        for agent-period effects). Pairs whose previous interaction lies in
+        Fixed-effect groups nested in ``unit``: ``"wave"`` (or
+        ``["employee_id", "wave"]``) gives agent-period effects; the unit is
+        always part of the group. Pairs whose previous interaction lies in
         another group are excluded (its level would not be absorbed). Default:
         agent fixed effects.
     n_tertiles : int or None
@@ -236,7 +237,9 @@ def spillover(
             f"{func}: time column {time!r} must be datetime or numeric (dtype {df[time].dtype}); "
             "parse it first, e.g. pd.to_datetime(df[time])."
         )
-    fe_cols = groups or [unit]
+    # fixed-effect groups are always nested in the agent: group="wave" means agent x wave
+    # (a bare wave group would pool all agents and blow up the lag structure)
+    fe_cols = [unit] + [g for g in groups if g != unit]
 
     base_cols = list(dict.fromkeys([unit, time, *fe_cols]))
     ok = df[base_cols].notna().all(axis=1).to_numpy()
