@@ -205,7 +205,11 @@ def _check_columns(tables: dict[str, Any]) -> None:
 
 
 def _wave_openings(con, ex) -> pd.DataFrame:
-    """Tiny lookup: one row per wave with its opening day, in opening order."""
+    """Tiny lookup: one row per wave with its opening day, in opening order.
+
+    Same definition as :meth:`cxex_lab.study.Study.wave_openings`, computed on
+    the backend so a path-based study never enters pandas.
+    """
     w = con.to_pyarrow(ex.group_by("wave").agg(opened=ex.responded_at.min())).to_pandas()
     w = w.dropna(subset=["wave", "opened"])
     w["opened"] = pd.to_datetime(w["opened"]).dt.floor("D")
@@ -283,7 +287,7 @@ def link(
         (-100..100), ``csat_top2`` (share answering 4-5); ``n_interactions``,
         ``fcr_rate``, ``aht_seconds``, ``transfer_rate`` over all interactions;
         ``n_customers``, ``retention_rate``, ``revenue_mean``. ``attrs``:
-        ``"ledger"`` (DataFrame), ``"params"``, ``"wave_openings"`` and, for an
+        ``"ledger"`` (records: ``ledger_of(panel)`` for a DataFrame), ``"params"``, ``"wave_openings"`` and, for an
         empty result, ``"explanation"``.
 
     Raises
@@ -367,6 +371,28 @@ def link(
     return panel
 
 
+def _survey_windows(t, waves, level, d0, d1):
+    """The windows of the window design and how an interaction table joins them.
+
+    Employee level: each EX answer opens its own window (``responded_at`` +
+    ``window_days``); team/site level: each wave's opening day does. Returns the
+    window table (``_p`` = wave) and a function giving the join predicate for a
+    table with ``employee_id`` and ``started_at``.
+    """
+    if level == "employee":
+        ex = t["ex_responses"]
+        win = ex.select(_weid=ex.employee_id, _p=ex.wave.cast("int64"),
+                        _ws=ex.responded_at + ibis.interval(seconds=int(d0 * 86400)),
+                        _we=ex.responded_at + ibis.interval(seconds=int(d1 * 86400)))
+        return win, lambda x: (x.employee_id == win._weid) & (x.started_at >= win._ws) & (x.started_at < win._we)
+    win = ibis.memtable(pd.DataFrame({
+        "_p": waves["wave"].astype("int64"),
+        "_ws": waves["opened"] + pd.to_timedelta(d0, unit="D"),
+        "_we": waves["opened"] + pd.to_timedelta(d1, unit="D"),
+    }))
+    return win, lambda x: (x.started_at >= win._ws) & (x.started_at < win._we)
+
+
 def _period_key(t_started, period, waves):
     """Per-interaction period key: a truncated timestamp or the wave number."""
     if period in _TRUNC:
@@ -414,20 +440,8 @@ def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_
         gkeys = ["employee_id"]
 
     if period == "window":
-        if level == "employee":
-            ex = t["ex_responses"]
-            win = ex.select(_weid=ex.employee_id, _p=ex.wave.cast("int64"),
-                            _ws=ex.responded_at + ibis.interval(seconds=int(d0 * 86400)),
-                            _we=ex.responded_at + ibis.interval(seconds=int(d1 * 86400)))
-            j = j.left_join(win, (j.employee_id == win._weid) & (j.started_at >= win._ws) & (j.started_at < win._we))
-        else:
-            wdf = pd.DataFrame({
-                "_p": waves["wave"].astype("int64"),
-                "_ws": waves["opened"] + pd.to_timedelta(d0, unit="D"),
-                "_we": waves["opened"] + pd.to_timedelta(d1, unit="D"),
-            })
-            win = ibis.memtable(wdf)
-            j = j.left_join(win, (j.started_at >= win._ws) & (j.started_at < win._we))
+        win, on = _survey_windows(t, waves, level, d0, d1)
+        j = j.left_join(win, on(j))
         pk = j._p
     else:
         pk = _period_key(j.started_at, period, waves)
@@ -511,20 +525,8 @@ def _add_loyalty(expr, t, emp, waves, level, period, d0, d1, in_scope, gkeys):
         i = i.join(e, i.employee_id == e._eid)
     i = i.mutate(_cp=_period_key(i.started_at, "wave", waves))
     if period == "window":
-        if level == "employee":
-            ex = t["ex_responses"]
-            win = ex.select(_weid=ex.employee_id, _p=ex.wave.cast("int64"),
-                            _ws=ex.responded_at + ibis.interval(seconds=int(d0 * 86400)),
-                            _we=ex.responded_at + ibis.interval(seconds=int(d1 * 86400)))
-            i = i.join(win, (i.employee_id == win._weid) & (i.started_at >= win._ws) & (i.started_at < win._we))
-        else:
-            wdf = pd.DataFrame({
-                "_p": waves["wave"].astype("int64"),
-                "_ws": waves["opened"] + pd.to_timedelta(d0, unit="D"),
-                "_we": waves["opened"] + pd.to_timedelta(d1, unit="D"),
-            })
-            win = ibis.memtable(wdf)
-            i = i.join(win, (i.started_at >= win._ws) & (i.started_at < win._we))
+        win, on = _survey_windows(t, waves, level, d0, d1)
+        i = i.join(win, on(i))
     else:
         i = i.mutate(_p=i._cp)
     cust = i.select(*gkeys, "_p", "customer_id", "_cp").distinct()

@@ -840,7 +840,7 @@ def mirror(
                        [f"row {i}" for i in df.index[no_group]])
         ex, cx = ex[ex[by].notna()], cx[cx[by].notna()]
     if period == "wave":
-        openings = study.ex_responses.groupby("wave")["responded_at"].min().dropna().sort_values()
+        openings = study.wave_openings()
         cx["wave"] = _wave_of(cx["started_at"], openings)
         early = cx["wave"].isna()
         ledger.add(step, "cx_responses",

@@ -22,7 +22,6 @@ __all__ = [
     "load_segment",
     "has_truth",
     "truth_check",
-    "wave_openings",
     "response_rates",
     "reportable",
     "study_overview",
@@ -84,11 +83,6 @@ def truth_check(estimates: pd.DataFrame, truth: Mapping[str, float], term_col: s
     return rows[[c for c in keep if c in rows.columns]].reset_index(drop=True)
 
 
-def wave_openings(ex_responses: pd.DataFrame) -> pd.Series:
-    """Opening date of each EX wave: the first answer given in that wave."""
-    return ex_responses.groupby("wave")["responded_at"].min().sort_index()
-
-
 def response_rates(study: Study) -> pd.DataFrame:
     """Survey response rates on both sides, per wave.
 
@@ -102,7 +96,7 @@ def response_rates(study: Study) -> pd.DataFrame:
     DataFrame
         ``side, wave, eligible, responded, rate``.
     """
-    opens = wave_openings(study.ex_responses)
+    opens = study.wave_openings()
     emp = study.employees
     rows = []
     for wave, opened in opens.items():
@@ -115,6 +109,8 @@ def response_rates(study: Study) -> pd.DataFrame:
     surveyed = study.interactions["interaction_id"].isin(set(study.cx_responses["interaction_id"]))
     counts = pd.DataFrame({"wave": period, "surveyed": surveyed}).groupby("wave", observed=False)["surveyed"].agg(["size", "sum"])
     for wave, r in counts.iterrows():
+        if wave == 0 and r["size"] == 0:
+            continue  # no interaction before the first wave: no wave-0 row
         rows.append({"side": "CX", "wave": int(wave), "eligible": int(r["size"]), "responded": int(r["sum"])})
     out = pd.DataFrame(rows)
     out["rate"] = out["responded"] / out["eligible"].where(out["eligible"] > 0)

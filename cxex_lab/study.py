@@ -104,6 +104,18 @@ class Study:
         }
         return seg
 
+    def wave_openings(self) -> pd.Series:
+        """Opening day of each EX wave, indexed by wave, in opening order.
+
+        A wave opens on the calendar day of its first answer (rounded down to the
+        day, so interactions on the opening morning before the first answer
+        already belong to the new wave). Period w runs from wave w's opening to
+        wave w+1's. This is the one definition every part of cxex-lab uses
+        (linkage computes the same on its backend).
+        """
+        opened = self.ex_responses.groupby("wave")["responded_at"].min().dropna()
+        return pd.to_datetime(opened).dt.floor("D").sort_values().rename("opened")
+
     def summary(self) -> pd.DataFrame:
         """Row and column counts of each table, as a tidy DataFrame."""
         return pd.DataFrame(

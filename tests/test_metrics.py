@@ -295,7 +295,7 @@ def test_mirror_by_wave_periods(mirror_study):
     tab = mirror(s, by="site_id", period="wave")
     assert len(tab) == 3 * 3 * 3 * 2 and set(tab["wave"]) == {1, 2, 3}
     # the CX of wave 2 = interactions started from wave 2's opening up to wave 3's
-    opening = s.ex_responses.groupby("wave")["responded_at"].min()
+    opening = s.wave_openings()  # the one definition of a wave opening (day of first answer)
     raw = _cx_joined(s).merge(s.interactions[["interaction_id", "started_at"]])
     raw = raw[(raw["site_id"] == "S02") & (raw["started_at"] >= opening[2]) & (raw["started_at"] < opening[3])]
     got = tab.query("site_id == 'S02' and wave == 2 and metric == 'CSAT'")
