@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 
-from cxex_lab.models.drivers import _check_columns, _check_design, _check_frame
+from cxex_lab.models._checks import _check_columns, _check_design, _check_frame
 
 __all__ = ["mediation"]
 

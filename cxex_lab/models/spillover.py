@@ -17,7 +17,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from cxex_lab.models.drivers import _check_columns, _check_frame
+from cxex_lab.models._checks import _check_columns, _check_frame
 
 __all__ = ["spillover"]
 
