@@ -120,6 +120,35 @@ def test_every_response_accounted_for(full_study):
         assert panel["n_cx"].sum() + in_ledger == len(full_study.cx_responses)
 
 
+@pytest.mark.parametrize("level", ["employee", "team", "site"])
+@pytest.mark.parametrize("period", ["week", "wave"])
+def test_every_row_accounted_for_with_unplaceable_rows(full_study, level, period):
+    """Orphans, an employee missing from employees and rows with no EX wave: each in the panel or the ledger."""
+    s = full_study
+    gone = s.employees["employee_id"].iloc[0]
+    cut = Study(employees=s.employees[s.employees["employee_id"] != gone], ex_responses=s.ex_responses,
+                interactions=s.interactions, cx_responses=s.cx_responses, customer_outcomes=s.customer_outcomes)
+    panel = link(cut, level=level, period=period, ex_lag=1)
+    led = ledger_of(panel)
+    for table, n_col in (("cx_responses", "n_cx"), ("interactions", "n_interactions")):
+        in_ledger = led.loc[led["table"] == table, "rows_excluded"].sum()
+        assert panel[n_col].sum() + in_ledger == len(getattr(s, table)), (table, led)
+    assert (led["rows_excluded"] > 0).any()
+    gone_cx = s.cx_responses["interaction_id"].isin(
+        s.interactions.loc[s.interactions["employee_id"] == gone, "interaction_id"]).sum()
+    placed = led[led["rule"].str.contains("employee cannot be placed")]
+    assert placed["rows_excluded"].tolist() == [gone_cx]
+
+
+def test_panel_order_is_sorted_and_repeatable(study):
+    a = link(study, level="employee", period="week")
+    b = link(study, level="employee", period="week")
+    pd.testing.assert_frame_equal(a, b)
+    keys = a[["employee_id", "period"]]
+    assert keys.equals(keys.sort_values(["employee_id", "period"]).reset_index(drop=True))
+    assert not keys.duplicated().any()
+
+
 def test_week_periods_and_lag(study):
     panel = link(study, level="employee", period="week", ex_lag=1)
     assert (panel["period"].dt.day_of_week == 0).all()
