@@ -44,6 +44,8 @@ def test_backend_versions(tmp_path):
     import ibis
 
     con = ibis.duckdb.connect()
+    # linkage streams results through this (private) Ibis method: Ibis 12's to_pyarrow_batches fails on DuckDB 2
+    assert hasattr(con, "_to_duckdb_relation")
     a = pd.DataFrame({"k": ["a", "b", None], "t": pd.to_datetime(["2025-01-08 10:00", "2025-01-15 00:00", "2025-04-02 00:00"]),
                       "x": [1, 2, 3], "f": [True, False, True]})
     b = pd.DataFrame({"k": ["a", "z"], "y": [10, 20]})
@@ -312,6 +314,49 @@ def test_segment_without_responses_is_empty_and_explained(study):
     assert "no CX responses" in panel.attrs["explanation"]
     assert ledger_of(panel)["rule"].str.contains("no CX responses").any()
     assert "csat" in panel.columns
+
+
+@pytest.mark.parametrize("level", ["employee", "team"])
+def test_segment_without_interactions_is_empty_and_explained(study, level):
+    """A site whose employees handled nothing: the query returns no rows at all."""
+    s = study
+    extra = pd.DataFrame({"employee_id": ["E_NEW1", "E_NEW2", "E_NEW3"], "team_id": "T_NEW", "site_id": "S_EMPTY"})
+    tables = s.tables()
+    tables["employees"] = pd.concat([s.employees, extra], ignore_index=True)
+    panel = link(Study(**tables), level=level, period="wave", segment="S_EMPTY")
+    assert len(panel) == 0 and "no CX responses" in panel.attrs["explanation"]
+    assert list(panel.columns) == list(link(s, level=level, period="wave").columns)
+
+
+@pytest.mark.parametrize("period", ["week", "wave"])
+def test_no_ex_wave_far_enough_back_is_empty_and_explained(study, period):
+    panel = link(study, level="employee", period=period, ex_lag=5)
+    assert len(panel) == 0 and "explanation" in panel.attrs
+    led = ledger_of(panel)
+    rows = led.loc[led["table"] == "interactions", "rows_excluded"].sum()
+    assert rows == len(study.interactions)
+    assert panel["period"].dtype == link(study, level="employee", period=period)["period"].dtype
+
+
+def test_failure_mid_stream_leaves_connection_usable(study, monkeypatch):
+    import ibis
+
+    import cxex_lab.linkage as linkage
+
+    con = ibis.duckdb.connect()
+
+    class FailingCompute:  # the per-batch filter in linkage._collect fails on the first batch
+        def __getattr__(self, name):
+            if name == "equal":
+                raise RuntimeError("boom")
+            return getattr(linkage.pa.compute, name)
+
+    monkeypatch.setattr(linkage, "pc", FailingCompute())
+    with pytest.raises(RuntimeError, match="boom") as failure:  # kept alive, as Jupyter keeps the last error
+        link(study, con=con)
+    monkeypatch.undo()
+    assert len(link(study, con=con)) > 0
+    del failure
 
 
 def test_link_interactions_attaches_cx_and_preceding_ex():
