@@ -593,15 +593,15 @@ def _batches(con, expr, chunk: int) -> Iterator[tuple[pa.Schema, Iterator[pa.Rec
     """Stream an expression's result as Arrow record batches: ``with _batches(...) as (schema, batches)``.
 
     Ibis 12's DuckDB ``to_pyarrow_batches`` calls ``fetch_record_batch`` on a
-    cursor, which DuckDB 2 no longer has. On DuckDB the expression is therefore
-    streamed through the DuckDB relation Ibis builds for it (which also
-    registers in-memory tables); other backends use Ibis' own method. The
+    cursor, which DuckDB 2 no longer has. On DuckDB 2 the expression is
+    therefore streamed through the DuckDB relation Ibis builds for it (which
+    also registers in-memory tables); other backends use Ibis' own method. The
     stream is closed on leaving the block, also on an error: an open result
     would block the connection for every later query.
     """
-    if getattr(con, "name", None) == "duckdb" and hasattr(con, "_to_duckdb_relation"):
-        rel = con._to_duckdb_relation(expr)
-        reader = rel.to_arrow_reader(chunk) if hasattr(rel, "to_arrow_reader") else rel.fetch_record_batch(chunk)
+    rel = con._to_duckdb_relation(expr) if getattr(con, "name", None) == "duckdb" else None
+    if hasattr(rel, "to_arrow_reader"):  # DuckDB 2 (on DuckDB 1, Ibis' own method works)
+        reader = rel.to_arrow_reader(chunk)
         # DuckDB may narrow types Ibis declared (a CASE of small integer literals comes back as int32)
         schema = expr.schema().to_pyarrow()
         batches = (b if b.schema.equals(schema) else b.cast(schema) for b in reader)
