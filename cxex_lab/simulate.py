@@ -43,6 +43,27 @@ loadings ``site_ex``/``site_cx``: the confounder) and employee traits
 :math:`B^0_i = \lambda_{cx} u_s + b_i`. Attrition probability per period and
 EX survey response also depend on latent EX (not missing at random).
 
+**EX survey answers and the common-method halo.** A responding employee's
+eNPS, eSat and EES are ordinal cuts of :math:`EX_{iw} - \mu_{ex} + N(0, \sigma_{ex,item})`
+(scale reference spread ``ex_scale_sd`` :math:`= s_{ex}`). The *reported*
+answers of one survey response share a common-method factor
+:math:`h_{iw} \sim N(0, 1)` (``cm_halo`` :math:`= c`; drawn for every
+employee-wave from its own random stream):
+
+.. math::
+
+    \widetilde{tp}_{jiw} = \mathrm{cut}(z_{jiw} + c\,h_{iw}), \qquad
+    \widetilde{esat}_{iw} = \mathrm{cut}(EX_{iw} - \mu_{ex} + N(0, \sigma_{ex,item}) + c\,s_{ex}\,h_{iw})
+
+for the eight touchpoints, empowerment and insight access, where
+:math:`z_{jiw}` is the latent propensity of the *causal* item
+:math:`tp_{jiw} = \mathrm{cut}(z_{jiw})` above. The causal items (which drive
+EX, spillover and the moderations) and latent EX never contain :math:`h`; only
+``ex_responses`` does (eNPS and EES do not). So the same person's eSat and
+touchpoint answers share variance that is not causal: driver weights fitted on
+reported answers absorb it. With ``cm_halo=0`` the reported items equal the causal
+items (``latent["employee_waves"]``) exactly.
+
 **Within-employee dynamics.** With :math:`d = \delta + \sum_m \alpha_m b_m`
 (the total contemporaneous effect of EX on CX) the within parts
 :math:`p_{iw}` and :math:`c_{iw} = d\,p_{iw} + b\cdot\eta_{iw} + q_{iw}` evolve as
@@ -191,6 +212,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "ex_item_sd": 0.35,
     "cx_scale_sd": 1.4,
     "ex_scale_sd": 1.0,
+    # common-method halo: one respondent-wave factor on the *reported* eSat,
+    # touchpoint, empowerment and insight answers of an EX survey response
+    "cm_halo": 0.35,
     # survey response and attrition (not missing completely at random)
     "cx_response_rate": 0.2,
     "cx_response_extremity": 0.8,
@@ -280,14 +304,26 @@ def _total_contemporaneous(p: dict[str, Any]) -> float:
     return p["ex_direct_cx"] + sum(p["ex_to_ops"][m] * p["ops_to_cx"][m] for m in p["ops_base"])
 
 
+def _spawn(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
+    """Independent child streams of ``rng`` that leave its own stream untouched."""
+    try:
+        return rng.spawn(n)
+    except (AttributeError, TypeError, ValueError):  # a bit generator without a seed sequence
+        return [np.random.default_rng(s) for s in rng.integers(0, 2**63, size=n)]
+
+
 # --------------------------------------------------------------------------- panel
-def _draw_items(rng: np.random.Generator, climate: np.ndarray, halo: float) -> np.ndarray:
-    """Draw 1-5 items for one wave. climate: (n, J) team means. Returns (n, J) ints."""
+def _draw_items(rng: np.random.Generator, climate: np.ndarray, halo: float) -> tuple[np.ndarray, np.ndarray]:
+    """Draw 1-5 items for one wave. climate: (n, J) team means.
+
+    Returns the (n, J) integer items and their latent propensities ``z`` (the
+    items are ``cut(z)``; the reported answers add the common-method halo to ``z``).
+    """
     n, j = climate.shape
     h = rng.standard_normal((n, 1))
     e = rng.standard_normal((n, j))
     z = climate + halo * h + math.sqrt(1 - halo**2) * e
-    return _cut(z, "tp", 1.0)
+    return _cut(z, "tp", 1.0), z
 
 
 def _panel_process(
@@ -338,10 +374,11 @@ def _panel_process(
     cx_w = np.empty((n, n_waves))
     ops_out = np.empty((n, n_waves, len(ops)))
     item_out = np.empty((n, n_waves, len(items)), dtype="int64")
+    z_out = np.empty((n, n_waves, len(items)))
     pw = np.zeros(n)
     cw = np.zeros(n)
     for step in range(_BURN_IN + n_waves):
-        it = _draw_items(rng, climate, p["tp_halo"])
+        it, z_items = _draw_items(rng, climate, p["tp_halo"])
         t_now = ((it - centre) * w_items).sum(axis=1)
         eta = rng.standard_normal((n, len(ops))) * ops_sd
         p_new = (
@@ -363,6 +400,7 @@ def _panel_process(
             # CX level: the contemporaneous chain on the *between* part too (B = B0 + d A)
             cx[:, w] = p["mu_cx"] + b0_between + d * a_between + cw
             item_out[:, w, :] = it
+            z_out[:, w, :] = z_items
     ops_out[..., ops.index("fcr")] = np.clip(ops_out[..., ops.index("fcr")], 0.02, 0.98)
     ops_out[..., ops.index("transfer")] = np.clip(ops_out[..., ops.index("transfer")], 0.0, 0.9)
     ops_out[..., ops.index("aht")] = np.clip(ops_out[..., ops.index("aht")], 1.0, None)
@@ -375,6 +413,7 @@ def _panel_process(
         "cx_between": b0_between + d * a_between,
         "ops": ops_out,
         "items": item_out,
+        "item_z": z_out,
         "item_names": np.array(items),
     }
 
@@ -504,6 +543,10 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
         },
         "drivers": {f"tp_{t}": p["tp_weights"][t] for t in TOUCHPOINTS},
         "insight_to_ex": p["insight_to_ex"],
+        "common_method": {
+            "cm_halo": p["cm_halo"],
+            "item_method_share": p["cm_halo"] ** 2 / (p["tp_team_sd"] ** 2 + 1.0 + p["cm_halo"] ** 2),
+        },
         "spillover_by_empowerment": spill,
         "loyalty": {
             "retention_logit_per_cx": p["retention_cx"],
@@ -522,6 +565,12 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
         "mediation": "a = ex_to_ops, b = ops_to_cx (CX per unit of the operational rate, "
         "holding EX), indirect_m = a_m*b_m, total = direct + sum indirect (latent units).",
         "drivers": "tp_weights: latent EX per point of the 1-5 touchpoint item (same wave).",
+        "common_method": "Reported item j = cut(z_j + cm_halo*h), reported eSat = cut(EX - mu_ex + "
+        "N(0, ex_item_sd) + cm_halo*ex_scale_sd*h) with one h ~ N(0,1) per survey response; causal "
+        "items cut(z_j) and latent EX carry no h. item_method_share = cm_halo^2 / (tp_team_sd^2 + 1 "
+        "+ cm_halo^2): the share of a reported item's latent propensity variance that is method. "
+        "Driver weights on reported answers are not the structural tp_weights; the observed-scale "
+        "values are in truth['observed'] (computed by the coverage harness).",
         "spillover_by_empowerment": "lambda(e) = spillover + spillover_empowerment*(e-3): "
         "carry-over of the previous interaction's CX deviation to the next one, same agent.",
         "loyalty": "logit P(retained) = logit(retention_base) + retention_cx*mean latent CX "
@@ -573,6 +622,7 @@ def simulate_study(
         raise ValueError("simulate_study: n_sites, n_employees and n_waves must be at least 1")
     p = _merge_params(params)
     rng = np.random.default_rng(seed)
+    halo_rng = _spawn(rng, 1)[0]
     start = pd.Timestamp(p["start_date"])
     wave_days = int(p["wave_days"])
     n_teams = n_sites * int(p["teams_per_site"])
@@ -618,13 +668,21 @@ def simulate_study(
     rows = []
     ex_scale = p["ex_scale_sd"]
     wave_open = [start + pd.Timedelta(days=w * wave_days) for w in range(n_waves)]
+    cm = float(p["cm_halo"])
+    # common-method factor h_iw of every employee-wave, from its own stream so that
+    # switching the halo on or off leaves every other draw of the study unchanged
+    cm_h = halo_rng.standard_normal((n, n_waves))
     for w in range(n_waves):
         active = exit_period > w  # still employed when wave w+1 opens (exit in period w+1 or later)
         resp_p = expit(logit(p["ex_response_rate"]) + p["ex_response_ex"] * (proc["ex"][:, w] - p["mu_ex"]))
         responds = active & (rng.random(n) < resp_p)
         idx = np.flatnonzero(responds)
         lat = proc["ex"][idx, w] - p["mu_ex"]
-        items = proc["items"][idx, w, :]
+        if cm:
+            # reported items: cut of the causal item's propensity plus the halo
+            items = _cut(proc["item_z"][idx, w, :] + cm * cm_h[idx, w, None], "tp", 1.0)
+        else:
+            items = proc["items"][idx, w, :]
         answered = wave_open[w] + pd.to_timedelta(rng.uniform(0, 10, size=len(idx)) * 86400, unit="s").round("s")
         # respondents who leave in this period must answer before leaving
         rec = {
@@ -632,7 +690,7 @@ def simulate_study(
             "wave": np.full(len(idx), w + 1, dtype="int64"),
             "responded_at": answered,
             "enps": _cut(lat + rng.normal(0, ex_item, len(idx)), "enps", ex_scale),
-            "esat": _cut(lat + rng.normal(0, ex_item, len(idx)), "esat", ex_scale),
+            "esat": _cut(lat + rng.normal(0, ex_item, len(idx)) + cm * ex_scale * cm_h[idx, w], "esat", ex_scale),
             "ees": _cut(lat + rng.normal(0, ex_item, len(idx)), "ees", ex_scale),
         }
         for j, t in enumerate(TOUCHPOINTS):
@@ -784,6 +842,7 @@ def simulate_study(
             ew[f"tp_{t}"] = proc["items"][:, :, j].ravel()
         ew["cx_insight_access"] = proc["items"][:, :, len(TOUCHPOINTS)].ravel()
         ew["empowerment"] = proc["items"][:, :, len(TOUCHPOINTS) + 1].ravel()
+        ew["cm_factor"] = cm_h.ravel()
         study.latent = {
             "employee_waves": ew,
             "interactions": pd.DataFrame(

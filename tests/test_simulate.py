@@ -208,3 +208,62 @@ def test_simulate_panel_missing_cells():
     share = panel["ex"].isna().mean()
     assert 0.12 < share < 0.18
     assert np.array_equal(panel["ex"].isna(), panel["cx"].isna())
+
+
+# --------------------------------------------------------------------------- common-method halo
+_ITEMS = [f"tp_{t}" for t in TOUCHPOINTS] + ["empowerment", "cx_insight_access"]
+
+
+def _reported_and_causal(study):
+    ew = study.latent["employee_waves"]
+    return study.ex_responses.merge(ew, on=["employee_id", "wave"], suffixes=("", "_causal"))
+
+
+def test_without_halo_reported_items_are_the_causal_items():
+    s = simulate_study(n_sites=3, n_employees=120, n_waves=3, seed=21, latent=True, cm_halo=0.0)
+    m = _reported_and_causal(s)
+    assert len(m) == len(s.ex_responses)
+    for c in _ITEMS:
+        assert (m[c] == m[f"{c}_causal"]).all(), c
+
+
+def test_halo_changes_only_the_reported_answers():
+    kw = dict(n_sites=3, n_employees=120, n_waves=3, seed=21, latent=True)
+    off, on = simulate_study(cm_halo=0.0, **kw), simulate_study(cm_halo=0.6, **kw)
+    for name in ("employees", "interactions", "cx_responses", "customer_outcomes"):
+        pd.testing.assert_frame_equal(off.tables()[name], on.tables()[name])
+    pd.testing.assert_frame_equal(off.latent["employee_waves"], on.latent["employee_waves"])
+    same = ["employee_id", "wave", "responded_at", "enps", "ees"]
+    pd.testing.assert_frame_equal(off.ex_responses[same], on.ex_responses[same])
+    assert not off.ex_responses["esat"].equals(on.ex_responses["esat"])
+    assert sum(not off.ex_responses[c].equals(on.ex_responses[c]) for c in _ITEMS) == len(_ITEMS)
+
+
+def test_halo_moves_reported_items_with_the_method_factor(big_panel_study):
+    m = _reported_and_causal(big_panel_study)
+    shift = sum(m[c] - m[f"{c}_causal"] for c in _ITEMS) / len(_ITEMS)
+    # reported = cut(z + cm_halo*h): the shift rises with h, and is zero on average at h = 0
+    fit = smf.ols("shift ~ cm_factor", data=m.assign(shift=shift)).fit()
+    assert fit.params["cm_factor"] > 10 * fit.bse["cm_factor"]
+    assert abs(fit.params["Intercept"]) < 0.05
+
+
+def test_halo_inflates_esat_correlation_with_true_zero_touchpoints_but_not_latent_drivers():
+    kw = dict(n_sites=40, n_employees=4000, n_waves=2, seed=22, latent=True, interactions_per_wave=0.5)
+    off = simulate_study(cm_halo=0.0, **kw)
+    on = simulate_study(**kw)  # default halo
+    assert DEFAULT_PARAMS["cm_halo"] > 0
+    zero = [f"tp_{t}" for t, b in DEFAULT_PARAMS["tp_weights"].items() if b == 0]
+
+    def corr(s):
+        ex = s.ex_responses
+        return float(np.mean([ex["esat"].corr(ex[c]) for c in zero]))
+
+    # with n ~ 7,000 answers the sampling SE of a correlation is ~0.012
+    assert corr(on) - corr(off) > 0.05
+    # the causal items and latent EX are untouched: the structural weights are still recovered
+    ew = on.latent["employee_waves"]
+    ew = ew[ew["active"]].merge(on.employees[["employee_id", "team_id"]], on="employee_id")
+    fit = smf.ols("ex ~ " + " + ".join(_ITEMS) + " + C(team_id)", data=ew).fit()
+    for t, beta in DEFAULT_PARAMS["tp_weights"].items():
+        assert _covers(fit, f"tp_{t}", beta), (t, fit.params[f"tp_{t}"], beta)
