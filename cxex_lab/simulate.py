@@ -126,6 +126,7 @@ spillover by empowerment level, the driver weights, loyalty coefficients) and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -304,6 +305,23 @@ def _total_contemporaneous(p: dict[str, Any]) -> float:
     return p["ex_direct_cx"] + sum(p["ex_to_ops"][m] * p["ops_to_cx"][m] for m in p["ops_base"])
 
 
+def _check_site_effects(site_effects: Sequence[float] | None, n_sites: int) -> np.ndarray | None:
+    if site_effects is None:
+        return None
+    try:
+        u = np.asarray(site_effects, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"simulate: site_effects must be a list of {n_sites} numbers, got {site_effects!r}") from err
+    if u.ndim != 1 or len(u) != n_sites:
+        raise ValueError(
+            f"simulate: site_effects has {u.size} value(s) but the study has n_sites={n_sites}; "
+            "give one latent site effect per site (S01, S02, ... in order)"
+        )
+    if not np.isfinite(u).all():
+        raise ValueError(f"simulate: site_effects must be finite numbers, got {u.tolist()}")
+    return u
+
+
 def _spawn(rng: np.random.Generator, n: int) -> list[np.random.Generator]:
     """Independent child streams of ``rng`` that leave its own stream untouched."""
     try:
@@ -334,6 +352,7 @@ def _panel_process(
     team_of: np.ndarray,
     n_sites: int,
     n_teams: int,
+    site_effects: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Latent employee-wave process (vectorised over employees).
 
@@ -349,7 +368,9 @@ def _panel_process(
     centre = _item_centre(p["tp_team_sd"])  # items enter centred at their population mean
     t_bar = ((_expected_item(climate) - centre) * w_items).sum(axis=1)
 
-    u_site = rng.normal(0.0, p["site_sd"], size=n_sites)[site_of]
+    u_drawn = rng.normal(0.0, p["site_sd"], size=n_sites)  # drawn even when fixed: same stream
+    u_sites = u_drawn if site_effects is None else np.asarray(site_effects, dtype=float)
+    u_site = u_sites[site_of]
     cov = np.array(
         [
             [p["ri_sd_ex"] ** 2, p["ri_corr"] * p["ri_sd_ex"] * p["ri_sd_cx"]],
@@ -415,6 +436,7 @@ def _panel_process(
         "items": item_out,
         "item_z": z_out,
         "item_names": np.array(items),
+        "site_effects": u_sites,
     }
 
 
@@ -588,6 +610,7 @@ def simulate_study(
     n_waves: int = 6,
     seed: int | np.random.Generator | None = None,
     latent: bool = False,
+    site_effects: Sequence[float] | None = None,
     **params: Any,
 ) -> Study:
     """Simulate a full study: the five canonical tables and their ground truth.
@@ -602,6 +625,12 @@ def simulate_study(
     latent : bool
         Also return the latent (noise-free, fully observed) employee-wave panel
         and per-interaction latent CX in ``Study.latent``.
+    site_effects : sequence of float, optional
+        Fixed site effects :math:`u_s` (length ``n_sites``, latent units) instead of
+        drawn ones. The draw still happens and is then overridden, so every other
+        random quantity of the study is the same as with ``site_effects=None`` and
+        the same seed. Replicate studies hold the site effects fixed this way. The
+        realised values are recorded in ``truth["study"]["site_effects"]``.
     **params
         Any of :data:`DEFAULT_PARAMS` (e.g. ``ex_to_cx=0.3``,
         ``tp_weights={"coaching": 0.0}``, ``site_sd=0``).
@@ -621,6 +650,7 @@ def simulate_study(
     if n_sites < 1 or n_employees < 1 or n_waves < 1:
         raise ValueError("simulate_study: n_sites, n_employees and n_waves must be at least 1")
     p = _merge_params(params)
+    site_effects = _check_site_effects(site_effects, n_sites)
     rng = np.random.default_rng(seed)
     halo_rng = _spawn(rng, 1)[0]
     start = pd.Timestamp(p["start_date"])
@@ -628,7 +658,7 @@ def simulate_study(
     n_teams = n_sites * int(p["teams_per_site"])
     team_of = np.arange(n_employees) % n_teams
     site_of = team_of // int(p["teams_per_site"])
-    proc = _panel_process(rng, p, n_waves, site_of, team_of, n_sites, n_teams)
+    proc = _panel_process(rng, p, n_waves, site_of, team_of, n_sites, n_teams, site_effects)
     n = n_employees
 
     # ---- employees and attrition (depends on latent EX)
@@ -819,6 +849,8 @@ def simulate_study(
         "wave_open": [d.isoformat() for d in wave_open],
         "period_definition": "period w runs from wave w's opening date for wave_days days",
         "cx_responses_orphaned": n_orphans,
+        "site_effects": {f"S{i + 1:02d}": float(u) for i, u in enumerate(proc["site_effects"])},
+        "site_effects_fixed": site_effects is not None,
     }
     study = Study(employees, ex_responses, interactions, cx_responses, customer_outcomes, truth=truth)
     if latent:

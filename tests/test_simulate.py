@@ -267,3 +267,42 @@ def test_halo_inflates_esat_correlation_with_true_zero_touchpoints_but_not_laten
     fit = smf.ols("ex ~ " + " + ".join(_ITEMS) + " + C(team_id)", data=ew).fit()
     for t, beta in DEFAULT_PARAMS["tp_weights"].items():
         assert _covers(fit, f"tp_{t}", beta), (t, fit.params[f"tp_{t}"], beta)
+
+
+# --------------------------------------------------------------------------- fixed site effects
+def test_fixed_site_effects_are_shared_and_everything_else_is_redrawn():
+    u = [0.5, -0.3, 0.0, 0.2]
+    kw = dict(n_sites=4, n_employees=400, n_waves=3, latent=True, interactions_per_wave=2.0, site_effects=u)
+    a, b = simulate_study(seed=1, **kw), simulate_study(seed=2, **kw)
+    for s in (a, b):
+        assert list(s.truth["study"]["site_effects"].values()) == u
+        assert s.truth["study"]["site_effects_fixed"] is True
+    assert not a.latent["employee_waves"]["ex"].equals(b.latent["employee_waves"]["ex"])
+    # the site effect is recoverable from the latent between parts: A_i = site_ex*u_s + a_i + Tbar_i
+    # (a_i has sd ri_sd_ex, Tbar_i is small): site means of ex_between sit near u_s in both studies
+    for s in (a, b):
+        ew = s.latent["employee_waves"].query("wave == 1").merge(s.employees[["employee_id", "site_id"]], on="employee_id")
+        means = ew.groupby("site_id")["ex_between"].mean().to_numpy()
+        se = DEFAULT_PARAMS["ri_sd_ex"] / np.sqrt(100)
+        assert np.all(np.abs(means - np.array(u)) < 4 * se + 0.1)
+
+
+def test_fixed_site_effects_leave_the_rest_of_the_stream_unchanged():
+    kw = dict(n_sites=3, n_employees=60, n_waves=3, seed=5, latent=True)
+    drawn = simulate_study(**kw)
+    u = list(drawn.truth["study"]["site_effects"].values())
+    assert drawn.truth["study"]["site_effects_fixed"] is False
+    fixed = simulate_study(site_effects=u, **kw)
+    for name, df in drawn.tables().items():
+        pd.testing.assert_frame_equal(df, fixed.tables()[name])
+    other = simulate_study(site_effects=[x + 1.0 for x in u], **kw)
+    # shifting every u_s by 1 shifts latent EX by site_ex*1 and nothing else in the EX draw stream
+    diff = other.latent["employee_waves"]["ex"] - drawn.latent["employee_waves"]["ex"]
+    assert np.allclose(diff, DEFAULT_PARAMS["site_ex"])
+
+
+def test_site_effects_of_the_wrong_length_are_rejected():
+    with pytest.raises(ValueError, match="site_effects has 2 value.*n_sites=3"):
+        simulate_study(n_sites=3, n_employees=30, n_waves=2, site_effects=[0.1, 0.2])
+    with pytest.raises(ValueError, match="finite"):
+        simulate_study(n_sites=2, n_employees=30, n_waves=2, site_effects=[0.1, float("nan")])
