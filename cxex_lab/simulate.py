@@ -108,11 +108,28 @@ more: response probability is ``cx_response_rate`` scaled by
 :math:`1 + \text{extremity}(|z_k| - E|z|)`.
 
 **Loyalty.** Customers (a heavy-tailed mix of frequent and rare callers) have
-interactions with many agents. For each customer-period with at least one
-interaction: :math:`\text{logit} P(\text{retained}) = \text{logit}(r_0) + r_{cx}\,\bar y`
-and :math:`\text{revenue} = v_0 + v_{cx}\,\bar y + N(0, \sigma_v)` where
-:math:`\bar y` is the mean latent CX (centred at :math:`\mu_{cx}`) of the
-customer's interactions in the period.
+interactions with many agents, across sites. Let :math:`\bar y_{c,p}` be the
+mean latent CX (centred at :math:`\mu_{cx}`) of customer :math:`c`'s
+interactions in period :math:`p` and :math:`n_{c,p}` their number. The outcome
+of customer-period :math:`p` (retained at the end of :math:`p`; revenue in
+:math:`p`) depends on the CX received in the **preceding** period:
+
+.. math::
+
+    \text{logit}\,P(\text{retained}_{c,p}) &= \text{logit}(r_0) + r_{cx}\,\bar y_{c,p-1} \\
+    \text{revenue}_{c,p} &= v_0 + v_{cx}\,\bar y_{c,p-1} + \nu_c + N(0, \sigma_v),
+    \qquad \nu_c \sim N(0, \sigma_\nu)
+
+with rows for :math:`p = 2..W` whose customer had :math:`n_{c,p-1} \ge 1`
+(``retention_base`` :math:`r_0`, ``retention_cx`` :math:`r_{cx}`,
+``revenue_base``, ``revenue_cx``, ``revenue_sd``, ``customer_revenue_sd``).
+Retention has no customer random effect, so :math:`r_{cx}` is both the
+conditional and the marginal (population-averaged) logit coefficient; the stable
+trait :math:`\nu_c` makes the prior period's revenue an informative control
+without confounding :math:`\bar y` (customers meet agents at random). Retention is
+recorded, not enacted: a customer who is not retained may still call later.
+``latent["customer_periods"]`` holds :math:`\bar y_{c,p-1}` (``ybar_prev``) and
+:math:`n_{c,p-1}` (``n_prev``) of every outcome row.
 
 Truth
 -----
@@ -229,6 +246,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "revenue_base": 100.0,
     "revenue_cx": 15.0,
     "revenue_sd": 30.0,
+    "customer_revenue_sd": 20.0,  # stable customer revenue trait nu_c (persistence)
     # data-quality realism: CX responses whose interaction is not in the log
     "orphan_responses": 0,
 }
@@ -573,6 +591,9 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
         "loyalty": {
             "retention_logit_per_cx": p["retention_cx"],
             "revenue_per_cx": p["revenue_cx"],
+            "timing": "outcome of period p (retained at the end of p, revenue in p) on the mean "
+            "latent CX the customer received in period p-1; rows p = 2..W with >= 1 interaction in p-1",
+            "revenue_trait_sd": p["customer_revenue_sd"],
         },
         "scales": {name: _thresholds(name, p["cx_scale_sd"] if name in ("csat", "nps", "ces") else p["ex_scale_sd"]).tolist()
                    for name in ("csat", "nps", "ces", "enps", "esat", "ees")},
@@ -595,12 +616,48 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
         "values are in truth['observed'] (computed by the coverage harness).",
         "spillover_by_empowerment": "lambda(e) = spillover + spillover_empowerment*(e-3): "
         "carry-over of the previous interaction's CX deviation to the next one, same agent.",
-        "loyalty": "logit P(retained) = logit(retention_base) + retention_cx*mean latent CX "
-        "(centred) of the customer's interactions in the period; revenue = revenue_base + "
-        "revenue_cx*that mean + N(0, revenue_sd).",
+        "loyalty": "logit P(retained_p) = logit(retention_base) + retention_cx*ybar_{p-1}; "
+        "revenue_p = revenue_base + revenue_cx*ybar_{p-1} + nu_c + N(0, revenue_sd), nu_c ~ "
+        "N(0, customer_revenue_sd) stable per customer; ybar_{p-1} = mean latent CX (centred at "
+        "mu_cx) of the customer's interactions in the preceding period. No customer random effect "
+        "in retention, so retention_cx is the conditional and the marginal logit coefficient.",
         "scales": "Cut points (latent units, centred at mu) of each ordinal survey scale.",
     }
     return {"params": p, "derived": derived, "derivation": derivation}
+
+
+# --------------------------------------------------------------------------- loyalty
+def _accumulate_cx(sums: np.ndarray, counts: np.ndarray, cust: np.ndarray, wave: np.ndarray, y: np.ndarray) -> None:
+    """Add interactions' centred latent CX to per customer x period sums (in place)."""
+    flat = cust.astype("int64") * sums.shape[1] + wave
+    np.add.at(sums.reshape(-1), flat, y)
+    np.add.at(counts.reshape(-1), flat, 1)
+
+
+def _loyalty_rows(
+    sums: np.ndarray, counts: np.ndarray, nu: np.ndarray, p: dict[str, Any], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Customer-period outcomes for periods 2..W of customers served in the period before.
+
+    ``sums``/``counts``: (customers, W) sums and numbers of the centred latent CX
+    of each customer's interactions per period; ``nu``: the customers' stable
+    revenue traits. Rows come out ordered by customer, then period.
+    """
+    n_prev = counts[:, :-1]
+    ci, pi = np.nonzero(n_prev)
+    n_row = n_prev[ci, pi]
+    ybar = sums[ci, pi] / n_row
+    pr = expit(logit(p["retention_base"]) + p["retention_cx"] * ybar)
+    retained = rng.random(len(ci)) < pr
+    revenue = p["revenue_base"] + p["revenue_cx"] * ybar + nu[ci] + rng.normal(0.0, p["revenue_sd"], len(ci))
+    return {
+        "customer": ci,
+        "period": (pi + 2).astype("int64"),
+        "ybar_prev": ybar,
+        "n_prev": n_row.astype("int64"),
+        "retained": retained,
+        "revenue": np.round(revenue, 2),
+    }
 
 
 # --------------------------------------------------------------------------- study
@@ -652,7 +709,7 @@ def simulate_study(
     p = _merge_params(params)
     site_effects = _check_site_effects(site_effects, n_sites)
     rng = np.random.default_rng(seed)
-    halo_rng = _spawn(rng, 1)[0]
+    halo_rng, cust_rng, outcome_rng = _spawn(rng, 3)
     start = pd.Timestamp(p["start_date"])
     wave_days = int(p["wave_days"])
     n_teams = n_sites * int(p["teams_per_site"])
@@ -827,16 +884,18 @@ def simulate_study(
         orphans = src.assign(interaction_id=[f"X{i + 1:08d}" for i in range(len(src))])
         cx_responses = pd.concat([cx_responses, orphans], ignore_index=True)
 
-    # ---- loyalty per customer-period
-    cp = pd.DataFrame({"customer": cust, "period": k_wave + 1, "y": y - mu_cx})
-    g = cp.groupby(["customer", "period"], sort=True)["y"].mean().reset_index()
-    pr = expit(logit(p["retention_base"]) + p["retention_cx"] * g["y"].to_numpy())
+    # ---- loyalty per customer-period: outcome of p depends on the CX received in p-1
+    sums = np.zeros((n_cust, n_waves))
+    counts = np.zeros((n_cust, n_waves), dtype="int64")
+    _accumulate_cx(sums, counts, cust, k_wave, y - mu_cx)
+    nu = cust_rng.normal(0.0, p["customer_revenue_sd"], n_cust)
+    loyal = _loyalty_rows(sums, counts, nu, p, outcome_rng)
     customer_outcomes = pd.DataFrame(
         {
-            "customer_id": cust_ids[g["customer"].to_numpy()],
-            "period": g["period"].astype("int64").to_numpy(),
-            "retained": rng.random(len(g)) < pr,
-            "revenue": np.round(p["revenue_base"] + p["revenue_cx"] * g["y"].to_numpy() + rng.normal(0, p["revenue_sd"], len(g)), 2),
+            "customer_id": cust_ids[loyal["customer"]],
+            "period": loyal["period"],
+            "retained": loyal["retained"],
+            "revenue": loyal["revenue"],
         }
     )
 
@@ -888,6 +947,14 @@ def simulate_study(
                     "empowerment": empowerment,
                     "spillover_lambda": lam_k,
                     "responded": responds,
+                }
+            ),
+            "customer_periods": pd.DataFrame(
+                {
+                    "customer_id": cust_ids[loyal["customer"]],
+                    "period": loyal["period"],
+                    "ybar_prev": loyal["ybar_prev"],
+                    "n_prev": loyal["n_prev"],
                 }
             ),
         }

@@ -145,16 +145,45 @@ def test_zero_spillover_removes_the_vicious_circle():
     assert abs(fit.params["dev_prev"]) < 3.5 * fit.bse["dev_prev"]
 
 
-def test_loyalty_depends_on_received_cx_with_stated_coefficients():
-    s = simulate_study(n_sites=10, n_employees=400, n_waves=3, seed=12, latent=True)
+@pytest.fixture(scope="module")
+def loyalty_study():
+    return simulate_study(n_sites=10, n_employees=400, n_waves=4, seed=12, latent=True, interactions_per_wave=120.0)
+
+
+def test_customer_periods_hold_the_cx_received_in_the_preceding_period(loyalty_study):
+    s = loyalty_study
     li = s.latent["interactions"].merge(s.interactions[["interaction_id", "customer_id"]], on="interaction_id")
-    y = li.groupby(["customer_id", "wave"])["cx_latent"].mean().rename("ybar").reset_index()
-    df = s.customer_outcomes.merge(y, left_on=["customer_id", "period"], right_on=["customer_id", "wave"])
-    assert len(df) == len(s.customer_outcomes)
-    rev = smf.ols("revenue ~ ybar", data=df).fit()
-    assert _covers(rev, "ybar", DEFAULT_PARAMS["revenue_cx"])
-    ret = smf.logit("retained ~ ybar", data=df.assign(retained=df["retained"].astype(int))).fit(disp=0)
-    assert _covers(ret, "ybar", DEFAULT_PARAMS["retention_cx"])
+    # recompute from the interactions: period of the outcome = period of the CX + 1
+    rec = (
+        li.assign(y=li["cx_latent"] - DEFAULT_PARAMS["mu_cx"], period=li["wave"] + 1)
+        .groupby(["customer_id", "period"])["y"].agg(["mean", "size"]).reset_index()
+    )
+    rec = rec[rec["period"] <= s.truth["study"]["n_waves"]]
+    cp = s.latent["customer_periods"]
+    assert cp[["customer_id", "period"]].equals(s.customer_outcomes[["customer_id", "period"]])
+    m = cp.merge(rec, on=["customer_id", "period"], how="outer", indicator=True)
+    assert (m["_merge"] == "both").all()
+    assert np.allclose(m["ybar_prev"], m["mean"]) and (m["n_prev"] == m["size"]).all()
+    assert cp["period"].min() == 2
+
+
+def test_loyalty_depends_on_prior_period_cx_with_stated_coefficients(loyalty_study):
+    s = loyalty_study
+    df = s.customer_outcomes.merge(s.latent["customer_periods"], on=["customer_id", "period"])
+    assert len(df) > 50_000
+    truth = s.truth["derived"]["loyalty"]
+    groups = pd.factorize(df["customer_id"])[0]  # the stable revenue trait repeats within customer
+    rev = smf.ols("revenue ~ ybar_prev", data=df).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    assert _covers(rev, "ybar_prev", truth["revenue_per_cx"], k=3)
+    ret = smf.logit("retained ~ ybar_prev", data=df.assign(retained=df["retained"].astype(int))).fit(disp=0)
+    assert _covers(ret, "ybar_prev", truth["retention_logit_per_cx"], k=3)
+    assert _covers(ret, "Intercept", np.log(DEFAULT_PARAMS["retention_base"] / (1 - DEFAULT_PARAMS["retention_base"])), k=3)
+    # the stable customer trait: revenue residuals of the same customer correlate by
+    # customer_revenue_sd^2 / (customer_revenue_sd^2 + revenue_sd^2)
+    r = df.assign(e=rev.resid).pivot_table(index="customer_id", columns="period", values="e")
+    icc = r[2].corr(r[3])
+    sd_c, sd_e = DEFAULT_PARAMS["customer_revenue_sd"], DEFAULT_PARAMS["revenue_sd"]
+    assert abs(icc - sd_c**2 / (sd_c**2 + sd_e**2)) < 0.03
 
 
 def test_nonresponse_is_not_completely_at_random(big_panel_study):
