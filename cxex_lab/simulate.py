@@ -70,20 +70,34 @@ items (``latent["employee_waves"]``) exactly.
 
 .. math::
 
-    p_{iw} &= \phi_{ex} p_{i,w-1} + g\, c_{i,w-1} + (T_{iw} - \bar T_i) + \epsilon^p_{iw} \\
-    q_{iw} &= \phi_c (c_{i,w-1} - d\,p_{i,w-1}) + k\, p_{i,w-1} + \epsilon^q_{iw}
+    p_{iw} &= \phi_{ex} p_{i,w-1} + g_{i,w-1}\, c_{i,w-1} + (T_{iw} - \bar T_i) + \epsilon^p_{iw} \\
+    q_{iw} &= \phi_{c,i,w-1} (c_{i,w-1} - d\,p_{i,w-1}) + k_{i,w-1}\, p_{i,w-1} + \epsilon^q_{iw}
 
-with :math:`\phi_c = \phi_{cx} - d g` and :math:`k = \kappa - d(\phi_{ex}-\phi_c)`.
+with :math:`\phi_{c,iw} = \phi_{cx} - d g_{iw}`, :math:`k_{iw} = \kappa - d(\phi_{ex}-\phi_{c,iw})`
+and the CX -> EX cross-lag moderated by customer-insight access (design idea 7):
+
+.. math:: g_{iw} = g + g_{ins}\,(ins_{iw} - \bar c)
+
+where :math:`ins_{iw}` is the causal insight-access item of wave :math:`w` (so the
+lag from wave :math:`w-1` to :math:`w` depends on the insight access reported at
+wave :math:`w-1`, the same wave as the lagged CX), :math:`\bar c` its population
+mean, :math:`g` = ``cx_to_ex`` and :math:`g_{ins}` = ``insight_cx_to_ex``.
 Substituting shows that :math:`(p, c)` is **exactly** a VAR(1),
 
 .. math::
 
-    p_{iw} = \phi_{ex} p_{i,w-1} + g\, c_{i,w-1} + \ldots, \qquad
+    p_{iw} = \phi_{ex} p_{i,w-1} + g_{i,w-1}\, c_{i,w-1} + \ldots, \qquad
     c_{iw} = \phi_{cx} c_{i,w-1} + \kappa\, p_{i,w-1} + \ldots
 
-so the RI-CLPM's within-unit lagged effects are exactly the stated parameters
-``ar_ex`` (:math:`\phi_{ex}`), ``ar_cx`` (:math:`\phi_{cx}`), ``ex_to_cx``
-(:math:`\kappa`) and ``cx_to_ex`` (:math:`g`), while the random intercepts
+so with ``insight_cx_to_ex=0`` the RI-CLPM's within-unit lagged effects are exactly
+the stated parameters ``ar_ex`` (:math:`\phi_{ex}`), ``ar_cx`` (:math:`\phi_{cx}`),
+``ex_to_cx`` (:math:`\kappa`) and ``cx_to_ex`` (:math:`g`). With the moderation on,
+:math:`\phi_{ex}`, :math:`\phi_{cx}` and :math:`\kappa` stay exact and the
+cross-lag is a coefficient that varies with :math:`ins_{i,w-1}`; its population
+average is exactly :math:`g` (the moderator is centred at its population mean and
+independent of the innovations), which is what an RI-CLPM without the interaction
+estimates, while a model with :math:`c_{w-1} \times (ins_{w-1} - \bar c)` recovers
+:math:`g_{ins}`. Meanwhile the random intercepts
 :math:`A_i` and :math:`B_i = B^0_i + d A_i` are correlated (between-unit
 confounding that biases the classic CLPM). The process starts 30 waves before
 wave 1 (burn-in) so wave 1 is drawn from the stationary distribution.
@@ -96,13 +110,14 @@ employee-wave mean. The latent CX of interaction :math:`k` is
 .. math::
 
     y_k = CX_{iw} + o_k + \lambda_k\, (y_{k-1} - CX_{i,w(k-1)}) + \epsilon_k, \qquad
-    \lambda_k = \lambda_0 + \lambda_{emp} (emp_{iw} - 3)
+    \lambda_k = \lambda_0 + \lambda_{emp} (emp_{iw} - 3) + \lambda_{ins} (ins_{iw} - 3)
 
 where :math:`o_k` is the interaction's own (mean-zero) operational deviation
 :math:`b_{fcr}(fcr_k - rate) + b_{tr}(tr_k - rate) + b_{aht}(aht_k - \overline{aht})`:
 the *vicious circle*, a mean-zero carry-over from the same agent's previous
-interaction that shrinks with empowerment (``spillover``,
-``spillover_empowerment``). CSAT (1-5), NPS (0-10) and CES (1-7, higher =
+interaction that shrinks with empowerment and with access to customer insight
+(``spillover``, ``spillover_empowerment``, ``insight_spillover``; :math:`emp_{iw}`
+and :math:`ins_{iw}` are the agent's causal items of the current wave). CSAT (1-5), NPS (0-10) and CES (1-7, higher =
 easier) are ordinal cuts of :math:`y_k + N(0, \sigma_{item})`. Extremes respond
 more: response probability is ``cx_response_rate`` scaled by
 :math:`1 + \text{extremity}(|z_k| - E|z|)`.
@@ -211,6 +226,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "ar_cx": 0.3,
     "ex_to_cx": 0.25,
     "cx_to_ex": 0.05,
+    # CX -> EX cross-lag per point of the previous wave's insight access above its
+    # population mean (3.35 at tp_team_sd=0.5): 0.003 at insight 1, 0.083 at insight 5
+    "insight_cx_to_ex": 0.02,
     "innov_sd_ex": 0.4,
     "innov_sd_cx": 0.4,
     # EX -> operations -> CX (per unit of latent EX; ops in natural units)
@@ -223,6 +241,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "interaction_sd": 0.8,
     "spillover": 0.25,
     "spillover_empowerment": -0.05,
+    "insight_spillover": -0.04,  # carry-over per point of insight access above 3
     "aht_log_sd": 0.35,
     "channel_probs": {"voice": 0.6, "chat": 0.3, "email": 0.1},
     # measurement (latent -> ordinal survey answers)
@@ -309,12 +328,20 @@ def _merge_params(params: dict[str, Any]) -> dict[str, Any]:
             p[key].update(value)
         else:
             p[key] = value
-    phi = np.array([[p["ar_ex"], p["cx_to_ex"]], [p["ex_to_cx"], p["ar_cx"]]])
-    if np.max(np.abs(np.linalg.eigvals(phi))) >= 1:
-        raise ValueError(
-            "simulate: the lagged effects (ar_ex, ar_cx, ex_to_cx, cx_to_ex) make the "
-            "within-employee process explosive (largest eigenvalue >= 1); use smaller values."
-        )
+    centre = _item_centre(p["tp_team_sd"])
+    for ins in (1.0, 5.0):  # the cross-lag varies with insight access: check both ends
+        g = p["cx_to_ex"] + p["insight_cx_to_ex"] * (ins - centre)
+        phi = np.array([[p["ar_ex"], g], [p["ex_to_cx"], p["ar_cx"]]])
+        if np.max(np.abs(np.linalg.eigvals(phi))) >= 1:
+            raise ValueError(
+                "simulate: the lagged effects (ar_ex, ar_cx, ex_to_cx, cx_to_ex + insight_cx_to_ex*"
+                f"(insight - {centre:.3f}) at insight {ins:.0f}) make the within-employee process "
+                "explosive (largest eigenvalue >= 1); use smaller values."
+            )
+    if not 0 <= p["cm_halo"]:
+        raise ValueError(f"simulate: cm_halo must be >= 0 (0 = no common-method halo), got {p['cm_halo']}")
+    if not 0 <= p["tp_halo"] < 1:
+        raise ValueError(f"simulate: tp_halo must be in [0, 1), got {p['tp_halo']}")
     return p
 
 
@@ -416,19 +443,31 @@ def _panel_process(
     z_out = np.empty((n, n_waves, len(items)))
     pw = np.zeros(n)
     cw = np.zeros(n)
+    g, g_ins = p["cx_to_ex"], p["insight_cx_to_ex"]
+    ins_col = items.index("insight")
+    ins_prev = np.full(n, centre)
     for step in range(_BURN_IN + n_waves):
         it, z_items = _draw_items(rng, climate, p["tp_halo"])
         t_now = ((it - centre) * w_items).sum(axis=1)
         eta = rng.standard_normal((n, len(ops))) * ops_sd
+        if g_ins:
+            # insight access of the previous wave moderates the CX -> EX cross-lag; phi_c and
+            # k follow per employee so that the CX equation keeps ar_cx and ex_to_cx exactly
+            g_iw = g + g_ins * (ins_prev - centre)
+            phi_c_iw = p["ar_cx"] - d * g_iw
+            k_iw = p["ex_to_cx"] - d * (p["ar_ex"] - phi_c_iw)
+        else:
+            g_iw, phi_c_iw, k_iw = g, phi_c, k
         p_new = (
             p["ar_ex"] * pw
-            + p["cx_to_ex"] * cw
+            + g_iw * cw
             + (t_now - t_bar)
             + rng.normal(0.0, p["innov_sd_ex"], n)
         )
-        q_new = phi_c * (cw - d * pw) + k * pw + rng.normal(0.0, p["innov_sd_cx"], n)
+        q_new = phi_c_iw * (cw - d * pw) + k_iw * pw + rng.normal(0.0, p["innov_sd_cx"], n)
         c_new = q_new + d * p_new + eta @ bvec
         pw, cw = p_new, c_new
+        ins_prev = it[:, ins_col]
         w = step - _BURN_IN
         if w >= 0:
             ex_dev = a_between + pw
@@ -554,6 +593,14 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
     spill = {
         str(e): p["spillover"] + p["spillover_empowerment"] * (e - 3) for e in range(1, 6)
     }
+    centre = _item_centre(p["tp_team_sd"])
+    spill_grid = {
+        str(e): {
+            str(i): p["spillover"] + p["spillover_empowerment"] * (e - 3) + p["insight_spillover"] * (i - 3)
+            for i in range(1, 6)
+        }
+        for e in range(1, 6)
+    }
     derived = {
         "within_lags": {
             "ex->ex": p["ar_ex"],
@@ -588,6 +635,19 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
             "item_method_share": p["cm_halo"] ** 2 / (p["tp_team_sd"] ** 2 + 1.0 + p["cm_halo"] ** 2),
         },
         "spillover_by_empowerment": spill,
+        "spillover_by_empowerment_insight": spill_grid,
+        "spillover_average": p["spillover"]
+        + (p["spillover_empowerment"] + p["insight_spillover"]) * (centre - 3),
+        "insight": {
+            "item_centre": centre,
+            "insight_to_ex": p["insight_to_ex"],
+            "cx_to_ex_per_insight_point": p["insight_cx_to_ex"],
+            "cx_to_ex_by_insight": {
+                str(i): p["cx_to_ex"] + p["insight_cx_to_ex"] * (i - centre) for i in range(1, 6)
+            },
+            "cx_to_ex_average": p["cx_to_ex"],
+            "spillover_per_insight_point": p["insight_spillover"],
+        },
         "loyalty": {
             "retention_logit_per_cx": p["retention_cx"],
             "revenue_per_cx": p["revenue_cx"],
@@ -600,7 +660,9 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     derivation = {
         "within_lags": "Exactly the stated ar_ex, ar_cx, ex_to_cx, cx_to_ex: the structural "
-        "within process reduces to a VAR(1) with these coefficients (module docstring).",
+        "within process reduces to a VAR(1) with these coefficients (module docstring). With "
+        "insight_cx_to_ex != 0 the cx->ex coefficient varies with the previous wave's insight "
+        "access around the mean cx_to_ex (see 'insight'); the other three stay exact.",
         "structural": "d = ex_direct_cx + sum_m ex_to_ops[m]*ops_to_cx[m]; "
         "phi_c = ar_cx - d*cx_to_ex; k = ex_to_cx - d*(ar_ex - phi_c).",
         "between": "Var/Cov of A_i = site_ex*u_s + a_i + Tbar_i and B_i = site_cx*u_s + b_i + d*A_i; "
@@ -614,8 +676,20 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
         "+ cm_halo^2): the share of a reported item's latent propensity variance that is method. "
         "Driver weights on reported answers are not the structural tp_weights; the observed-scale "
         "values are in truth['observed'] (computed by the coverage harness).",
-        "spillover_by_empowerment": "lambda(e) = spillover + spillover_empowerment*(e-3): "
-        "carry-over of the previous interaction's CX deviation to the next one, same agent.",
+        "spillover_by_empowerment": "lambda(e) = spillover + spillover_empowerment*(e-3) at "
+        "insight access 3: carry-over of the previous interaction's CX deviation to the next one, "
+        "same agent (e = empowerment item of the agent's current wave).",
+        "spillover_by_empowerment_insight": "lambda(e, i) = spillover + spillover_empowerment*(e-3) + "
+        "insight_spillover*(i-3), e and i the empowerment and insight-access items (causal, 1-5) "
+        "of the agent's current wave; keys [e][i].",
+        "spillover_average": "Population average of lambda(e, i) = spillover + (spillover_empowerment "
+        "+ insight_spillover)*(item_centre - 3): what a carry-over fitted without the moderators "
+        "targets (items enter linearly, so only their means matter).",
+        "insight": "cx->ex cross-lag from wave w-1 to wave w = cx_to_ex + insight_cx_to_ex*(insight_{w-1} "
+        "- item_centre), insight_{w-1} the causal insight-access item of wave w-1 (the same wave as "
+        "the lagged CX) and item_centre its population mean (Gauss-Hermite over team climates). "
+        "Its population average is exactly cx_to_ex, the value an RI-CLPM without the interaction "
+        "targets; the CX equation keeps ar_cx and ex_to_cx exactly (module docstring).",
         "loyalty": "logit P(retained_p) = logit(retention_base) + retention_cx*ybar_{p-1}; "
         "revenue_p = revenue_base + revenue_cx*ybar_{p-1} + nu_c + N(0, revenue_sd), nu_c ~ "
         "N(0, customer_revenue_sd) stable per customer; ybar_{p-1} = mean latent CX (centred at "
@@ -821,7 +895,8 @@ def simulate_study(
     )
     level = proc["cx"][k_emp, k_wave]
     empowerment = proc["items"][k_emp, k_wave, len(TOUCHPOINTS) + 1]
-    lam_k = p["spillover"] + p["spillover_empowerment"] * (empowerment - 3)
+    insight = proc["items"][k_emp, k_wave, len(TOUCHPOINTS)]
+    lam_k = p["spillover"] + p["spillover_empowerment"] * (empowerment - 3) + p["insight_spillover"] * (insight - 3)
     noise = rng.normal(0, p["interaction_sd"], n_int)
     # vicious circle: AR(1) in deviations within agent, sequential in position
     first = np.r_[True, k_emp[1:] != k_emp[:-1]]
@@ -945,6 +1020,7 @@ def simulate_study(
                     "cx_latent": y,
                     "cx_level": level,
                     "empowerment": empowerment,
+                    "cx_insight_access": insight,
                     "spillover_lambda": lam_k,
                     "responded": responds,
                 }

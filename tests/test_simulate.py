@@ -128,21 +128,82 @@ def _spill_fit(study):
     return li.dropna(subset=["dev_prev"])
 
 
-def test_spillover_recovered_and_shrinks_with_empowerment():
-    s = simulate_study(n_sites=4, n_employees=200, n_waves=2, seed=9, latent=True)
+_SPILL = "dev ~ dev_prev + dev_prev:I(empowerment - 3) + dev_prev:I(cx_insight_access - 3)"
+
+
+@pytest.mark.parametrize("insight_spillover", [DEFAULT_PARAMS["insight_spillover"], -0.1, 0.0])
+def test_spillover_recovered_and_shrinks_with_empowerment_and_insight(insight_spillover):
+    s = simulate_study(n_sites=4, n_employees=400, n_waves=2, seed=9, latent=True, insight_spillover=insight_spillover)
     li = _spill_fit(s)
     # deviation also contains the interaction's own operational effect, independent of the past
-    fit = smf.ols("dev ~ dev_prev + dev_prev:I(empowerment - 3)", data=li).fit()
+    fit = smf.ols(_SPILL, data=li).fit()
     assert _covers(fit, "dev_prev", DEFAULT_PARAMS["spillover"])
     assert _covers(fit, "dev_prev:I(empowerment - 3)", DEFAULT_PARAMS["spillover_empowerment"])
-    truth = s.truth["derived"]["spillover_by_empowerment"]
-    assert truth["1"] > truth["3"] > truth["5"]
+    assert _covers(fit, "dev_prev:I(cx_insight_access - 3)", insight_spillover)
+    if insight_spillover:
+        assert fit.params["dev_prev:I(cx_insight_access - 3)"] < -2 * fit.bse["dev_prev:I(cx_insight_access - 3)"]
+    truth = s.truth["derived"]
+    assert truth["spillover_by_empowerment"]["1"] > truth["spillover_by_empowerment"]["3"] > truth["spillover_by_empowerment"]["5"]
+    grid = truth["spillover_by_empowerment_insight"]
+    assert grid["3"]["3"] == pytest.approx(DEFAULT_PARAMS["spillover"])
+    assert grid["2"]["5"] - grid["2"]["4"] == pytest.approx(insight_spillover)
+    # a carry-over fitted without moderators targets the population average
+    plain = smf.ols("dev ~ dev_prev", data=li).fit()
+    assert _covers(plain, "dev_prev", truth["spillover_average"])
 
 
 def test_zero_spillover_removes_the_vicious_circle():
-    s = simulate_study(n_sites=4, n_employees=200, n_waves=2, seed=9, latent=True, spillover=0.0, spillover_empowerment=0.0)
+    s = simulate_study(
+        n_sites=4, n_employees=200, n_waves=2, seed=9, latent=True,
+        spillover=0.0, spillover_empowerment=0.0, insight_spillover=0.0,
+    )
     fit = smf.ols("dev ~ dev_prev", data=_spill_fit(s)).fit()
     assert abs(fit.params["dev_prev"]) < 3.5 * fit.bse["dev_prev"]
+
+
+def _moderated_lags(ew: pd.DataFrame, centre: float) -> pd.DataFrame:
+    ew = ew.sort_values(["employee_id", "wave"]).copy()
+    g = ew.groupby("employee_id")
+    for c in ("ex_within", "cx_within", "cx_insight_access"):
+        ew[f"{c}_lag"] = g[c].shift(1)
+    ew = ew.dropna(subset=["ex_within_lag"])
+    return ew.assign(ins_c=ew["cx_insight_access_lag"] - centre)
+
+
+@pytest.mark.parametrize("insight_cx_to_ex", [0.0, 0.06])
+def test_insight_moderates_the_cx_to_ex_cross_lag(insight_cx_to_ex):
+    s = simulate_study(
+        n_sites=40, n_employees=16000, n_waves=4, seed=31, latent=True,
+        interactions_per_wave=0.1, insight_cx_to_ex=insight_cx_to_ex,
+    )
+    ins = s.truth["derived"]["insight"]
+    ew = _moderated_lags(s.latent["employee_waves"], ins["item_centre"])
+    fit = smf.ols("ex_within ~ ex_within_lag + cx_within_lag + cx_within_lag:ins_c", data=ew).fit()
+    assert _covers(fit, "cx_within_lag:ins_c", insight_cx_to_ex)
+    assert _covers(fit, "cx_within_lag", DEFAULT_PARAMS["cx_to_ex"])
+    if insight_cx_to_ex:
+        assert fit.params["cx_within_lag:ins_c"] > 5 * fit.bse["cx_within_lag:ins_c"]
+    # the population-average cross-lag is cx_to_ex: the RI-CLPM without the interaction targets it
+    plain = smf.ols("ex_within ~ ex_within_lag + cx_within_lag", data=ew).fit()
+    assert _covers(plain, "cx_within_lag", ins["cx_to_ex_average"])
+    # the CX equation keeps ar_cx and ex_to_cx exactly
+    fy = smf.ols("cx_within ~ ex_within_lag + cx_within_lag + cx_within_lag:ins_c", data=ew).fit()
+    assert _covers(fy, "cx_within_lag", DEFAULT_PARAMS["ar_cx"])
+    assert _covers(fy, "ex_within_lag", DEFAULT_PARAMS["ex_to_cx"])
+    assert _covers(fy, "cx_within_lag:ins_c", 0.0)
+    by = ins["cx_to_ex_by_insight"]
+    assert by["5"] - by["4"] == pytest.approx(insight_cx_to_ex)
+
+
+def test_insight_item_centre_is_its_population_mean(big_panel_study):
+    s = big_panel_study
+    ew = s.latent["employee_waves"].merge(s.employees[["employee_id", "team_id"]], on="employee_id")
+    centre = s.truth["derived"]["insight"]["item_centre"]
+    # items differ between teams by their climate: the mean's sampling error is at team level
+    for cols in (["cx_insight_access"], [f"tp_{t}" for t in TOUCHPOINTS] + ["empowerment", "cx_insight_access"]):
+        team = ew.groupby("team_id")[cols].mean().to_numpy()
+        se = team.mean(axis=1).std(ddof=1) / np.sqrt(len(team))
+        assert abs(team.mean() - centre) < 4 * se, (cols, team.mean(), centre, se)
 
 
 @pytest.fixture(scope="module")
