@@ -396,3 +396,17 @@ def test_site_effects_of_the_wrong_length_are_rejected():
         simulate_study(n_sites=3, n_employees=30, n_waves=2, site_effects=[0.1, 0.2])
     with pytest.raises(ValueError, match="finite"):
         simulate_study(n_sites=2, n_employees=30, n_waves=2, site_effects=[0.1, float("nan")])
+
+
+def test_saved_parquet_timestamps_are_microseconds(tmp_path):
+    import pyarrow.parquet as pq
+
+    s = simulate_study(n_sites=2, n_employees=20, n_waves=3, seed=1, latent=True)
+    s.save(tmp_path, latent=True)
+    stamps = []
+    for f in sorted(tmp_path.rglob("*.parquet")):
+        for field in pq.read_schema(f):
+            if str(field.type).startswith("timestamp"):
+                stamps.append((f.name, field.name, field.type.unit))
+    # hire/exit dates, answer times, interaction starts: all written as INT64 TIMESTAMP(MICROS)
+    assert len(stamps) >= 6 and {u for *_, u in stamps} == {"us"}, stamps
