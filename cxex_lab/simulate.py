@@ -157,13 +157,15 @@ spillover by empowerment level, the driver weights, loyalty coefficients) and
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, logit
+import pyarrow as pa
+from scipy.special import expit, logit, ndtr
 from scipy.stats import norm
 
 from cxex_lab.study import Study
@@ -299,13 +301,21 @@ def _cut(x: np.ndarray, name: str, sd: float) -> np.ndarray:
 def _expected_item(m: np.ndarray) -> np.ndarray:
     """E[tp | team climate m] for a touchpoint item with unit individual spread."""
     tau = _thresholds("tp", math.sqrt(1.0))
-    return 1.0 + norm.cdf(np.subtract.outer(m, tau)).sum(axis=-1)
+    return 1.0 + ndtr(np.subtract.outer(m, tau)).sum(axis=-1)
 
 
 def _item_centre(team_sd: float) -> float:
     """Population mean of a 1-5 item when team climates are N(0, team_sd) (Gauss-Hermite)."""
     x, w = np.polynomial.hermite_e.hermegauss(64)
     return float((_expected_item(x * team_sd) * w).sum() / w.sum())
+
+
+def _item_team_variance(team_sd: float) -> float:
+    """Var over team climates m ~ N(0, team_sd) of E[item | m] (Gauss-Hermite, 64 nodes)."""
+    x, w = np.polynomial.hermite_e.hermegauss(64)
+    e = _expected_item(x * team_sd)
+    w = w / w.sum()
+    return float((w * e**2).sum() - (w * e).sum() ** 2)
 
 
 def _merge_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -575,14 +585,13 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
     d = _total_contemporaneous(p)
     ops = list(p["ops_base"])
     indirect = {m: p["ex_to_ops"][m] * p["ops_to_cx"][m] for m in ops}
-    # Between-unit (random intercept) covariance. Var(Tbar) has no closed form
-    # (cuts of normals): integrate numerically over the team-climate distribution.
-    rng = np.random.default_rng(0)
+    # Between-unit (random intercept) covariance. Tbar = sum_j w_j (E[item_j | m_j] - centre)
+    # with independent team climates m_j, so Var(Tbar) = sum_j w_j^2 Var(E[item | m]); the
+    # latter has no closed form (cuts of normals): Gauss-Hermite quadrature over m.
     w_items = np.array(
         [p["tp_weights"][t] for t in TOUCHPOINTS] + [p["insight_to_ex"], p["empowerment_to_ex"]]
     )
-    climate = rng.normal(0, p["tp_team_sd"], size=(200_000, len(w_items)))
-    var_tbar = float((((_expected_item(climate) - _item_centre(p["tp_team_sd"])) * w_items).sum(axis=1)).var())
+    var_tbar = float((w_items**2).sum() * _item_team_variance(p["tp_team_sd"]))
     var_site = p["site_sd"] ** 2
     var_a = p["site_ex"] ** 2 * var_site + p["ri_sd_ex"] ** 2 + var_tbar
     var_b0 = p["site_cx"] ** 2 * var_site + p["ri_sd_cx"] ** 2
@@ -666,7 +675,8 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
         "structural": "d = ex_direct_cx + sum_m ex_to_ops[m]*ops_to_cx[m]; "
         "phi_c = ar_cx - d*cx_to_ex; k = ex_to_cx - d*(ar_ex - phi_c).",
         "between": "Var/Cov of A_i = site_ex*u_s + a_i + Tbar_i and B_i = site_cx*u_s + b_i + d*A_i; "
-        "Var(Tbar) by Monte Carlo over 200,000 team climates (seed 0).",
+        "Var(Tbar) = sum_j w_j^2 Var_m(E[item | m]) over independent team climates m ~ "
+        "N(0, tp_team_sd) (Gauss-Hermite quadrature, 64 nodes).",
         "mediation": "a = ex_to_ops, b = ops_to_cx (CX per unit of the operational rate, "
         "holding EX), indirect_m = a_m*b_m, total = direct + sum indirect (latent units).",
         "drivers": "tp_weights: latent EX per point of the 1-5 touchpoint item (same wave).",
@@ -735,55 +745,74 @@ def _loyalty_rows(
 
 
 # --------------------------------------------------------------------------- study
-def simulate_study(
-    n_sites: int = 10,
-    n_employees: int = 400,
-    n_waves: int = 6,
-    seed: int | np.random.Generator | None = None,
-    latent: bool = False,
-    site_effects: Sequence[float] | None = None,
-    **params: Any,
-) -> Study:
-    """Simulate a full study: the five canonical tables and their ground truth.
+#: Customers per block of outcome rows. Part of the random-stream layout (the
+#: outcome draws are made block by block), so it is a constant, not an option.
+_LOYALTY_BLOCK = 1_000_000
+_ALL_TABLES = ("employees", "ex_responses", "interactions", "cx_responses", "customer_outcomes")
 
-    Parameters
-    ----------
-    n_sites, n_employees, n_waves : int
-        Study size. Employees are spread evenly over ``n_sites * teams_per_site``
-        teams. Each wave opens a period of ``wave_days`` days of interactions.
-    seed : int or numpy.random.Generator, optional
-        The only source of randomness: the same seed gives identical tables.
-    latent : bool
-        Also return the latent (noise-free, fully observed) employee-wave panel
-        and per-interaction latent CX in ``Study.latent``.
-    site_effects : sequence of float, optional
-        Fixed site effects :math:`u_s` (length ``n_sites``, latent units) instead of
-        drawn ones. The draw still happens and is then overridden, so every other
-        random quantity of the study is the same as with ``site_effects=None`` and
-        the same seed. Replicate studies hold the site effects fixed this way. The
-        realised values are recorded in ``truth["study"]["site_effects"]``.
-    **params
-        Any of :data:`DEFAULT_PARAMS` (e.g. ``ex_to_cx=0.3``,
-        ``tp_weights={"coaching": 0.0}``, ``site_sd=0``).
 
-    Returns
-    -------
-    Study
-        With ``truth`` from :func:`derive_truth` plus study-specific facts
-        (e.g. the realised per-employee-wave latent CX means).
+def _ids(prefix: str, numbers: np.ndarray, width: int) -> pd.Series:
+    """Ids ``prefix`` + zero-padded ``numbers`` (string column), built as one Arrow buffer.
 
-    Examples
-    --------
-    >>> study = simulate_study(n_sites=2, n_employees=20, n_waves=3, seed=1)
-    >>> sorted(study.tables())
-    ['customer_outcomes', 'cx_responses', 'employees', 'ex_responses', 'interactions']
+    A Python f-string per row costs ~2 s per million rows; this is ~50x faster,
+    which matters for studies of tens of millions of interactions.
     """
+    numbers = np.asarray(numbers, dtype=np.int64)
+    n = len(numbers)
+    if n:
+        width = max(width, len(str(int(numbers.max()))))
+    head = np.frombuffer(prefix.encode("ascii"), dtype=np.uint8)
+    row = len(head) + width
+    buf = np.empty((n, row), dtype=np.uint8)
+    buf[:, : len(head)] = head
+    rest = numbers.copy()
+    for k in range(width - 1, -1, -1):
+        buf[:, len(head) + k] = rest % 10 + 48
+        rest //= 10
+    offsets = np.arange(0, (n + 1) * row, row, dtype=np.int64)
+    arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
+    return pa.chunked_array([arr], type=pa.large_string()).cast(pa.string()).to_pandas()
+
+
+def _labels(values: Sequence[str], index: np.ndarray) -> pd.Series:
+    """String column ``values[index]`` (Arrow take: fast, no Python objects per row)."""
+    return pa.array(list(values), type=pa.string()).take(pa.array(np.asarray(index, dtype=np.int64))).to_pandas()
+
+
+def _us(start_us: int, seconds: np.ndarray) -> np.ndarray:
+    """Timestamps (datetime64[us]) ``seconds`` (rounded, int) after ``start_us``."""
+    return (start_us + np.asarray(seconds, dtype=np.int64) * 1_000_000).astype("datetime64[us]")
+
+
+class _Plan:
+    """Everything a study needs before its interactions: the employee level and the streams.
+
+    Built once by :func:`_plan`; the interactions are then generated site by site
+    (:func:`_site_chunk`), each site from its own random stream, so a study built
+    in memory and one written chunk by chunk are identical for the same seed.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+def _plan(
+    n_sites: int,
+    n_employees: int,
+    n_waves: int,
+    seed: int | np.random.Generator | None,
+    site_effects: Sequence[float] | None,
+    params: dict[str, Any],
+    customers: bool = True,
+) -> _Plan:
     if n_sites < 1 or n_employees < 1 or n_waves < 1:
         raise ValueError("simulate_study: n_sites, n_employees and n_waves must be at least 1")
     p = _merge_params(params)
     site_effects = _check_site_effects(site_effects, n_sites)
     rng = np.random.default_rng(seed)
-    halo_rng, cust_rng, outcome_rng = _spawn(rng, 3)
+    # Child streams (spawned: the main stream is untouched): the common-method halo,
+    # the customer population, the customer outcomes, the orphan responses, one per site.
+    halo_rng, cust_rng, outcome_rng, orphan_rng, *site_rngs = _spawn(rng, 4 + n_sites)
     start = pd.Timestamp(p["start_date"])
     wave_days = int(p["wave_days"])
     n_teams = n_sites * int(p["teams_per_site"])
@@ -806,7 +835,7 @@ def simulate_study(
         prob = expit(base_logit + p["attrition_ex"] * (proc["ex"][:, w] - p["mu_ex"])) if p["attrition_rate"] > 0 else np.zeros(n)
         leaves = alive & (rng.random(n) < prob)
         exit_period[leaves] = w + 1
-    exit_date = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns]")
+    exit_date = pd.Series(pd.NaT, index=range(n), dtype="datetime64[us]")
     left = exit_period <= n_waves
     exit_date[left] = (
         start
@@ -819,7 +848,7 @@ def simulate_study(
             "team_id": team_ids,
             "site_id": site_ids,
             "role": roles,
-            "hire_date": pd.DatetimeIndex(hire).normalize(),
+            "hire_date": pd.DatetimeIndex(hire).normalize().as_unit("us"),
             "exit_date": exit_date.to_numpy(),
         }
     )
@@ -845,11 +874,10 @@ def simulate_study(
         else:
             items = proc["items"][idx, w, :]
         answered = wave_open[w] + pd.to_timedelta(rng.uniform(0, 10, size=len(idx)) * 86400, unit="s").round("s")
-        # respondents who leave in this period must answer before leaving
         rec = {
             "employee_id": emp_ids[idx],
             "wave": np.full(len(idx), w + 1, dtype="int64"),
-            "responded_at": answered,
+            "responded_at": answered.as_unit("us"),
             "enps": _cut(lat + rng.normal(0, ex_item, len(idx)), "enps", ex_scale),
             "esat": _cut(lat + rng.normal(0, ex_item, len(idx)) + cm * ex_scale * cm_h[idx, w], "esat", ex_scale),
             "ees": _cut(lat + rng.normal(0, ex_item, len(idx)), "ees", ex_scale),
@@ -865,22 +893,74 @@ def simulate_study(
     late = ex_responses["exit_date"].notna() & (ex_responses["responded_at"] >= ex_responses["exit_date"])
     ex_responses = ex_responses.loc[~late].drop(columns="exit_date").reset_index(drop=True)
 
-    # ---- interactions
+    # ---- customer population (drawn globally: a customer calls agents of many sites)
     lam = float(p["interactions_per_wave"])
-    counts = rng.poisson(lam, size=(n, n_waves))
-    emp_idx, wave_idx = np.nonzero(counts)
-    reps = counts[emp_idx, wave_idx]
-    k_emp = np.repeat(emp_idx, reps)
-    k_wave = np.repeat(wave_idx, reps)
-    k_frac = rng.random(len(k_emp))
+    expected = lam * n * n_waves
+    n_cust = max(1, int(round(p["customers_per_interaction"] * expected)))
+    if customers:
+        propensity = cust_rng.gamma(0.7, 1.0, size=n_cust)
+        cust_cdf = np.cumsum(propensity)
+        cust_cdf /= cust_cdf[-1]
+        del propensity
+        nu = cust_rng.normal(0.0, p["customer_revenue_sd"], n_cust)
+    else:
+        cust_cdf = nu = None
+    return _Plan(
+        p=p, n_sites=n_sites, n_employees=n, n_waves=n_waves, seed=seed, site_effects=site_effects,
+        start=start, start_us=int(np.datetime64(start.to_datetime64(), "us").astype(np.int64)), wave_days=wave_days, wave_open=wave_open,
+        site_of=site_of, members=[np.flatnonzero(site_of == s) for s in range(n_sites)],
+        proc=proc, emp_ids=emp_ids, exit_period=exit_period, exit_offset=exit_offset, cm_h=cm_h,
+        employees=employees, ex_responses=ex_responses,
+        n_cust=n_cust, cust_cdf=cust_cdf, nu=nu,
+        int_width=max(8, len(str(int(2 * expected) + 100))), cust_width=max(7, len(str(n_cust))),
+        site_rngs=site_rngs, outcome_rng=outcome_rng, orphan_rng=orphan_rng,
+    )
+
+
+def _carry_over(a: np.ndarray, lam: np.ndarray, agent: np.ndarray, pos: np.ndarray, n_agents: int) -> np.ndarray:
+    """``dev_k = a_k + lam_k * dev_{k-1}`` along each agent's interactions (``pos`` 0, 1, ...).
+
+    The recursion is sequential in position but independent across agents: it runs
+    over positions on a (position x agent) grid, one vector step per position.
+    """
+    if len(a) == 0:
+        return np.zeros(0)
+    grid_a = np.zeros((int(pos.max()) + 1, n_agents))
+    grid_l = np.zeros_like(grid_a)
+    grid_a[pos, agent] = a
+    grid_l[pos, agent] = lam
+    for j in range(1, grid_a.shape[0]):
+        grid_a[j] += grid_l[j] * grid_a[j - 1]
+    return grid_a[pos, agent]
+
+
+def _site_chunk(plan: _Plan, s: int, offset: int, want: set[str], latent: bool) -> dict[str, Any]:
+    """Interactions and CX answers of the agents of site ``s`` (from the site's own stream).
+
+    ``offset`` is the number of interactions of the sites before (interaction ids
+    are numbered across the study). Returns the requested tables and the arrays
+    the customer-level outcomes need (customer, period, centred latent CX).
+    """
+    p, rng = plan.p, plan.site_rngs[s]
+    emp = plan.members[s]
+    n_w = plan.n_waves
+    counts = rng.poisson(float(p["interactions_per_wave"]), size=(len(emp), n_w))
+    loc, wav = np.nonzero(counts)
+    reps = counts[loc, wav]
+    k_loc = np.repeat(loc, reps)
+    k_wave = np.repeat(wav, reps)
+    k_frac = rng.random(len(k_loc))
+    k_emp = emp[k_loc]
+    exit_p, exit_o = plan.exit_period[k_emp], plan.exit_offset[k_emp]
     # drop interactions after the employee's exit
-    keep = (k_wave + 1 < exit_period[k_emp]) | ((k_wave + 1 == exit_period[k_emp]) & (k_frac < exit_offset[k_emp]))
-    k_emp, k_wave, k_frac = k_emp[keep], k_wave[keep], k_frac[keep]
-    order = np.lexsort((k_frac, k_wave, k_emp))
-    k_emp, k_wave, k_frac = k_emp[order], k_wave[order], k_frac[order]
-    n_int = len(k_emp)
-    started = start + pd.to_timedelta(((k_wave + k_frac) * wave_days * 86400).round(), unit="s")
-    ops = proc["ops"]
+    keep = (k_wave + 1 < exit_p) | ((k_wave + 1 == exit_p) & (k_frac < exit_o))
+    k_loc, k_wave, k_frac = k_loc[keep], k_wave[keep], k_frac[keep]
+    order = np.lexsort((k_frac, k_wave, k_loc))
+    k_loc, k_wave, k_frac = k_loc[order], k_wave[order], k_frac[order]
+    k_emp = emp[k_loc]
+    n_int = len(k_loc)
+    seconds = np.round((k_wave + k_frac) * plan.wave_days * 86400).astype(np.int64)
+    ops = plan.proc["ops"]
     fcr_rate = ops[k_emp, k_wave, 0]
     aht_mean = ops[k_emp, k_wave, 1]
     tr_rate = ops[k_emp, k_wave, 2]
@@ -893,40 +973,20 @@ def simulate_study(
         + p["ops_to_cx"]["transfer"] * (transferred - tr_rate)
         + p["ops_to_cx"]["aht"] * (handle_seconds / 60.0 - aht_mean)
     )
-    level = proc["cx"][k_emp, k_wave]
-    empowerment = proc["items"][k_emp, k_wave, len(TOUCHPOINTS) + 1]
-    insight = proc["items"][k_emp, k_wave, len(TOUCHPOINTS)]
+    level = plan.proc["cx"][k_emp, k_wave]
+    empowerment = plan.proc["items"][k_emp, k_wave, len(TOUCHPOINTS) + 1]
+    insight = plan.proc["items"][k_emp, k_wave, len(TOUCHPOINTS)]
     lam_k = p["spillover"] + p["spillover_empowerment"] * (empowerment - 3) + p["insight_spillover"] * (insight - 3)
     noise = rng.normal(0, p["interaction_sd"], n_int)
     # vicious circle: AR(1) in deviations within agent, sequential in position
-    first = np.r_[True, k_emp[1:] != k_emp[:-1]]
+    first = np.r_[True, k_loc[1:] != k_loc[:-1]] if n_int else np.zeros(0, dtype=bool)
     starts = np.flatnonzero(first)
     pos = np.arange(n_int) - np.repeat(starts, np.diff(np.r_[starts, n_int]))
-    dev = np.zeros(n_int)
-    for j in range(int(pos.max()) + 1 if n_int else 0):
-        at = np.flatnonzero(pos == j)
-        prev = dev[at - 1] if j > 0 else 0.0
-        dev[at] = own_ops[at] + lam_k[at] * prev + noise[at]
-    y = level + dev
+    y = level + _carry_over(own_ops + noise, lam_k, k_loc, pos, len(emp))
     channels = list(p["channel_probs"])
-    channel = rng.choice(channels, size=n_int, p=np.array(list(p["channel_probs"].values())) / sum(p["channel_probs"].values()))
-    n_cust = max(1, int(round(p["customers_per_interaction"] * lam * n * n_waves)))
-    propensity = rng.gamma(0.7, 1.0, size=n_cust)
-    cust = rng.choice(n_cust, size=n_int, p=propensity / propensity.sum())
-    int_ids = np.array([f"I{i + 1:08d}" for i in range(n_int)])
-    cust_ids = np.array([f"C{c + 1:07d}" for c in range(n_cust)])
-    interactions = pd.DataFrame(
-        {
-            "interaction_id": int_ids,
-            "employee_id": emp_ids[k_emp],
-            "customer_id": cust_ids[cust],
-            "started_at": started,
-            "channel": channel,
-            "handle_seconds": handle_seconds,
-            "resolved_first_contact": fcr,
-            "transferred": transferred,
-        }
-    )
+    probs = np.array(list(p["channel_probs"].values()), dtype=float)
+    channel = rng.choice(len(channels), size=n_int, p=probs / probs.sum())
+    cust = plan.cust_cdf.searchsorted(rng.random(n_int), side="right")
 
     # ---- CX survey (extremes respond more)
     mu_cx = p["mu_cx"]
@@ -936,102 +996,263 @@ def simulate_study(
     r_idx = np.flatnonzero(responds)
     yc = y[r_idx] - mu_cx
     cs = p["cx_scale_sd"]
-    delay = pd.to_timedelta(rng.exponential(36 * 3600, len(r_idx)).round() + 60, unit="s")
+    delay = rng.exponential(36 * 3600, len(r_idx)).round().astype(np.int64) + 60
     csat = _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "csat", cs)
-    comments = np.full(len(r_idx), None, dtype=object)
     has_comment = rng.random(len(r_idx)) < 0.15
-    comments[has_comment & (csat <= 2)] = "Took too long and I had to explain twice."
-    comments[has_comment & (csat == 3)] = "It was fine."
-    comments[has_comment & (csat >= 4)] = "Friendly and solved it quickly."
-    cx_responses = pd.DataFrame(
-        {
-            "interaction_id": int_ids[r_idx],
-            "responded_at": interactions["started_at"].to_numpy()[r_idx] + delay,
-            "nps": _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "nps", cs),
-            "csat": csat,
-            "ces": _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "ces", cs),
-            "comment": pd.array(comments, dtype="string"),
-        }
-    )
-    n_orphans = int(p["orphan_responses"])
-    if n_orphans:
-        src = cx_responses.sample(n=min(n_orphans, len(cx_responses)), random_state=int(rng.integers(2**31)))
-        orphans = src.assign(interaction_id=[f"X{i + 1:08d}" for i in range(len(src))])
-        cx_responses = pd.concat([cx_responses, orphans], ignore_index=True)
+    nps = _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "nps", cs)
+    ces = _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "ces", cs)
 
-    # ---- loyalty per customer-period: outcome of p depends on the CX received in p-1
-    sums = np.zeros((n_cust, n_waves))
-    counts = np.zeros((n_cust, n_waves), dtype="int64")
-    _accumulate_cx(sums, counts, cust, k_wave, y - mu_cx)
-    nu = cust_rng.normal(0.0, p["customer_revenue_sd"], n_cust)
-    loyal = _loyalty_rows(sums, counts, nu, p, outcome_rng)
-    customer_outcomes = pd.DataFrame(
-        {
-            "customer_id": cust_ids[loyal["customer"]],
-            "period": loyal["period"],
-            "retained": loyal["retained"],
-            "revenue": loyal["revenue"],
-        }
-    )
-
-    truth = derive_truth(params)
-    truth["study"] = {
-        "n_sites": n_sites,
-        "n_employees": n_employees,
-        "n_waves": n_waves,
-        "seed": seed if isinstance(seed, (int, type(None))) else "generator",
-        "wave_open": [d.isoformat() for d in wave_open],
-        "period_definition": "period w runs from wave w's opening date for wave_days days",
-        "cx_responses_orphaned": n_orphans,
-        "site_effects": {f"S{i + 1:02d}": float(u) for i, u in enumerate(proc["site_effects"])},
-        "site_effects_fixed": site_effects is not None,
-    }
-    study = Study(employees, ex_responses, interactions, cx_responses, customer_outcomes, truth=truth)
-    if latent:
-        ew = pd.DataFrame(
+    out: dict[str, Any] = {"n": n_int, "customer": cust, "wave": k_wave, "y": y - mu_cx}
+    numbers = offset + 1 + np.arange(n_int)
+    int_ids = _ids("I", numbers, plan.int_width) if (want & {"interactions", "cx_responses"} or latent) else None
+    started = _us(plan.start_us, seconds)
+    if "interactions" in want:
+        out["interactions"] = pd.DataFrame(
             {
-                "employee_id": np.repeat(emp_ids, n_waves),
-                "wave": np.tile(np.arange(1, n_waves + 1), n),
-                "active": (exit_period[:, None] > np.arange(n_waves)[None, :]).ravel(),
-                "ex": proc["ex"].ravel(),
-                "cx": proc["cx"].ravel(),
-                "ex_within": proc["ex_within"].ravel(),
-                "cx_within": proc["cx_within"].ravel(),
-                "ex_between": np.repeat(proc["ex_between"], n_waves),
-                "cx_between": np.repeat(proc["cx_between"], n_waves),
-                "fcr_rate": ops[..., 0].ravel(),
-                "aht_minutes": ops[..., 1].ravel(),
-                "transfer_rate": ops[..., 2].ravel(),
+                "interaction_id": int_ids,
+                "employee_id": _labels(plan.emp_ids, k_emp),
+                "customer_id": _ids("C", cust + 1, plan.cust_width),
+                "started_at": started,
+                "channel": _labels(channels, channel),
+                "handle_seconds": handle_seconds,
+                "resolved_first_contact": fcr,
+                "transferred": transferred,
             }
         )
-        for j, t in enumerate(TOUCHPOINTS):
-            ew[f"tp_{t}"] = proc["items"][:, :, j].ravel()
-        ew["cx_insight_access"] = proc["items"][:, :, len(TOUCHPOINTS)].ravel()
-        ew["empowerment"] = proc["items"][:, :, len(TOUCHPOINTS) + 1].ravel()
-        ew["cm_factor"] = cm_h.ravel()
-        study.latent = {
-            "employee_waves": ew,
-            "interactions": pd.DataFrame(
-                {
-                    "interaction_id": int_ids,
-                    "employee_id": emp_ids[k_emp],
-                    "wave": k_wave + 1,
-                    "started_at": started,
-                    "cx_latent": y,
-                    "cx_level": level,
-                    "empowerment": empowerment,
-                    "cx_insight_access": insight,
-                    "spillover_lambda": lam_k,
-                    "responded": responds,
-                }
-            ),
-            "customer_periods": pd.DataFrame(
-                {
-                    "customer_id": cust_ids[loyal["customer"]],
-                    "period": loyal["period"],
-                    "ybar_prev": loyal["ybar_prev"],
-                    "n_prev": loyal["n_prev"],
-                }
-            ),
+    if "cx_responses" in want:
+        comments = np.full(len(r_idx), None, dtype=object)
+        comments[has_comment & (csat <= 2)] = "Took too long and I had to explain twice."
+        comments[has_comment & (csat == 3)] = "It was fine."
+        comments[has_comment & (csat >= 4)] = "Friendly and solved it quickly."
+        out["cx_responses"] = pd.DataFrame(
+            {
+                "interaction_id": int_ids.iloc[r_idx].reset_index(drop=True),
+                "responded_at": _us(plan.start_us, seconds[r_idx] + delay),
+                "nps": nps,
+                "csat": csat,
+                "ces": ces,
+                "comment": pd.array(comments, dtype="string"),
+            }
+        )
+    if latent:
+        out["latent_interactions"] = pd.DataFrame(
+            {
+                "interaction_id": int_ids,
+                "employee_id": _labels(plan.emp_ids, k_emp),
+                "wave": k_wave + 1,
+                "started_at": started,
+                "cx_latent": y,
+                "cx_level": level,
+                "empowerment": empowerment,
+                "cx_insight_access": insight,
+                "spillover_lambda": lam_k,
+                "responded": responds,
+            }
+        )
+    return out
+
+
+def _orphans(plan: _Plan, cx_first_site: pd.DataFrame) -> pd.DataFrame:
+    """CX responses whose interaction is not in the log: copies of site 1's answers."""
+    k = min(int(plan.p["orphan_responses"]), len(cx_first_site))
+    pick = plan.orphan_rng.choice(len(cx_first_site), size=k, replace=False)
+    src = cx_first_site.iloc[pick].reset_index(drop=True)
+    return src.assign(interaction_id=_ids("X", np.arange(1, k + 1), 8))
+
+
+def _loyalty_blocks(plan: _Plan, sums: np.ndarray, counts: np.ndarray, latent: bool):
+    """Customer outcomes (and their latent customer_periods), block by block of customers."""
+    for c0 in range(0, plan.n_cust, _LOYALTY_BLOCK):
+        c1 = min(plan.n_cust, c0 + _LOYALTY_BLOCK)
+        rows = _loyalty_rows(sums[c0:c1], counts[c0:c1], plan.nu[c0:c1], plan.p, plan.outcome_rng)
+        ids = _ids("C", rows["customer"] + c0 + 1, plan.cust_width)
+        outcomes = pd.DataFrame(
+            {"customer_id": ids, "period": rows["period"], "retained": rows["retained"], "revenue": rows["revenue"]}
+        )
+        cp = None
+        if latent:
+            cp = pd.DataFrame(
+                {"customer_id": ids, "period": rows["period"], "ybar_prev": rows["ybar_prev"], "n_prev": rows["n_prev"]}
+            )
+        yield outcomes, cp
+
+
+def _latent_employee_waves(plan: _Plan) -> pd.DataFrame:
+    proc, n, n_w = plan.proc, plan.n_employees, plan.n_waves
+    ops = proc["ops"]
+    ew = pd.DataFrame(
+        {
+            "employee_id": np.repeat(plan.emp_ids, n_w),
+            "wave": np.tile(np.arange(1, n_w + 1), n),
+            "active": (plan.exit_period[:, None] > np.arange(n_w)[None, :]).ravel(),
+            "ex": proc["ex"].ravel(),
+            "cx": proc["cx"].ravel(),
+            "ex_within": proc["ex_within"].ravel(),
+            "cx_within": proc["cx_within"].ravel(),
+            "ex_between": np.repeat(proc["ex_between"], n_w),
+            "cx_between": np.repeat(proc["cx_between"], n_w),
+            "fcr_rate": ops[..., 0].ravel(),
+            "aht_minutes": ops[..., 1].ravel(),
+            "transfer_rate": ops[..., 2].ravel(),
         }
+    )
+    for j, t in enumerate(TOUCHPOINTS):
+        ew[f"tp_{t}"] = proc["items"][:, :, j].ravel()
+    ew["cx_insight_access"] = proc["items"][:, :, len(TOUCHPOINTS)].ravel()
+    ew["empowerment"] = proc["items"][:, :, len(TOUCHPOINTS) + 1].ravel()
+    ew["cm_factor"] = plan.cm_h.ravel()
+    return ew
+
+
+def _truth(plan: _Plan, params: dict[str, Any], n_interactions: int | None, n_orphans: int) -> dict[str, Any]:
+    truth = derive_truth(params)
+    truth["study"] = {
+        "n_sites": plan.n_sites,
+        "n_employees": plan.n_employees,
+        "n_waves": plan.n_waves,
+        "seed": plan.seed if isinstance(plan.seed, (int, type(None))) else "generator",
+        "wave_open": [d.isoformat() for d in plan.wave_open],
+        "period_definition": "period w runs from wave w's opening date for wave_days days",
+        "n_interactions": n_interactions,
+        "n_customers": plan.n_cust,
+        "cx_responses_orphaned": n_orphans,
+        "site_effects": {f"S{i + 1:02d}": float(u) for i, u in enumerate(plan.proc["site_effects"])},
+        "site_effects_fixed": plan.site_effects is not None,
+    }
+    # Observed-scale truths (what each finding's estimator converges to on the observed
+    # pipeline) are computed by the coverage harness on one very large study with the
+    # same site effects and design, and stored here as
+    # {key: {"value": ..., "latent": ..., "derivation": ...}}.
+    truth["observed"] = {}
+    return truth
+
+
+def _want(tables: Sequence[str] | None) -> set[str]:
+    if tables is None:
+        return set(_ALL_TABLES)
+    if isinstance(tables, str):
+        tables = [tables]
+    bad = sorted(set(tables) - set(_ALL_TABLES))
+    if bad:
+        raise ValueError(f"simulate: unknown table(s) {bad} in tables=; the study's tables are {list(_ALL_TABLES)}")
+    return set(tables)
+
+
+@functools.lru_cache(maxsize=1)
+def _empty_tables() -> dict[str, pd.DataFrame]:
+    tiny = simulate_study(n_sites=1, n_employees=1, n_waves=2, seed=0, interactions_per_wave=5.0)
+    return {name: df.iloc[:0].reset_index(drop=True) for name, df in tiny.tables().items()}
+
+
+def _empty_like_contract(name: str) -> pd.DataFrame:
+    """A zero-row table with the simulator's columns and types (for tables not built)."""
+    return _empty_tables()[name].copy()
+
+
+def simulate_study(
+    n_sites: int = 10,
+    n_employees: int = 400,
+    n_waves: int = 6,
+    seed: int | np.random.Generator | None = None,
+    latent: bool = False,
+    site_effects: Sequence[float] | None = None,
+    tables: Sequence[str] | None = None,
+    **params: Any,
+) -> Study:
+    """Simulate a full study: the five canonical tables and their ground truth.
+
+    Parameters
+    ----------
+    n_sites, n_employees, n_waves : int
+        Study size. Employees are spread evenly over ``n_sites * teams_per_site``
+        teams. Each wave opens a period of ``wave_days`` days of interactions.
+    seed : int or numpy.random.Generator, optional
+        The only source of randomness: the same seed gives identical tables.
+    latent : bool
+        Also return the latent (noise-free, fully observed) tables in
+        ``Study.latent``: ``employee_waves`` (latent EX and CX, their between and
+        within parts, operational rates, the *causal* items, the common-method
+        factor ``cm_factor``), ``interactions`` (each interaction's latent CX,
+        level, moderators and carry-over) and ``customer_periods`` (the mean
+        latent CX each outcome row's customer received in the preceding period).
+    site_effects : sequence of float, optional
+        Fixed site effects :math:`u_s` (length ``n_sites``, latent units) instead of
+        drawn ones. The draw still happens and is then overridden, so every other
+        random quantity of the study is the same as with ``site_effects=None`` and
+        the same seed. Replicate studies hold the site effects fixed this way. The
+        realised values are recorded in ``truth["study"]["site_effects"]``.
+    tables : sequence of str, optional
+        Build only these tables (default: all five); the others are empty with
+        the same columns. The values of a built table do not depend on this
+        choice (every part of the study has its own random stream). Leaving out
+        ``interactions``, ``cx_responses`` and ``customer_outcomes`` skips the
+        interaction level entirely (a panel-only study costs ~0.1 s).
+    **params
+        Any of :data:`DEFAULT_PARAMS` (e.g. ``ex_to_cx=0.3``,
+        ``tp_weights={"coaching": 0.0}``, ``site_sd=0``).
+
+    Returns
+    -------
+    Study
+        With ``truth`` from :func:`derive_truth` plus study-specific facts
+        (``truth["study"]``: size, wave openings, realised site effects) and an
+        empty ``truth["observed"]`` for the harness's observed-scale truths.
+
+    Notes
+    -----
+    Interactions are generated site by site, each site from its own random
+    stream (customers are drawn from one study-wide population, so a customer
+    calls agents of many sites). :func:`write_study` runs the same steps and
+    writes each site's rows as it goes: for the same arguments both give the
+    same tables. Rows of ``interactions`` are ordered by site, agent and time.
+
+    Examples
+    --------
+    >>> study = simulate_study(n_sites=2, n_employees=20, n_waves=3, seed=1)
+    >>> sorted(study.tables())
+    ['customer_outcomes', 'cx_responses', 'employees', 'ex_responses', 'interactions']
+    """
+    want = _want(tables)
+    need_int = bool(want & {"interactions", "cx_responses", "customer_outcomes"})
+    plan = _plan(n_sites, n_employees, n_waves, seed, site_effects, params, customers=need_int)
+    built: dict[str, list[pd.DataFrame]] = {"interactions": [], "cx_responses": [], "latent_interactions": []}
+    n_int, n_orphans = 0, 0
+    orphans = None
+    if "customer_outcomes" in want:
+        sums = np.zeros((plan.n_cust, n_waves))
+        counts = np.zeros((plan.n_cust, n_waves), dtype=np.int32)
+    if need_int:
+        for s in range(n_sites):
+            ch = _site_chunk(plan, s, n_int, want, latent)
+            n_int += ch["n"]
+            for name in built:
+                if name in ch:
+                    built[name].append(ch[name])
+            if "customer_outcomes" in want:
+                _accumulate_cx(sums, counts, ch["customer"], ch["wave"], ch["y"])
+            if s == 0 and "cx_responses" in want and plan.p["orphan_responses"]:
+                orphans = _orphans(plan, ch["cx_responses"])
+                n_orphans = len(orphans)
+    if orphans is not None:
+        built["cx_responses"].append(orphans)
+    out = {"employees": plan.employees, "ex_responses": plan.ex_responses}
+    for name in ("interactions", "cx_responses"):
+        if name in want:
+            out[name] = pd.concat(built[name], ignore_index=True)
+    cps = []
+    if "customer_outcomes" in want:
+        blocks = list(_loyalty_blocks(plan, sums, counts, latent))
+        out["customer_outcomes"] = pd.concat([b[0] for b in blocks], ignore_index=True)
+        cps = [b[1] for b in blocks]
+    for name in _ALL_TABLES:
+        if name not in want:
+            out[name] = _empty_like_contract(name)
+    truth = _truth(plan, params, n_int if need_int else None, n_orphans)
+    study = Study(**out, truth=truth)
+    if latent:
+        study.latent = {"employee_waves": _latent_employee_waves(plan)}
+        if need_int:
+            study.latent["interactions"] = pd.concat(built["latent_interactions"], ignore_index=True)
+        if cps:
+            study.latent["customer_periods"] = pd.concat(cps, ignore_index=True)
     return study

@@ -271,8 +271,8 @@ def test_attrition_depends_on_ex_and_can_be_switched_off():
 def test_no_activity_after_exit():
     s = simulate_study(n_sites=3, n_employees=300, n_waves=4, seed=14, attrition_rate=0.2)
     exits = s.employees.set_index("employee_id")["exit_date"]
-    assert (s.interactions["started_at"] <= s.interactions["employee_id"].map(exits).fillna(pd.Timestamp.max)).all()
-    assert (s.ex_responses["responded_at"] <= s.ex_responses["employee_id"].map(exits).fillna(pd.Timestamp.max)).all()
+    assert (s.interactions["started_at"] <= s.interactions["employee_id"].map(exits).fillna(pd.Timestamp("2200-01-01"))).all()
+    assert (s.ex_responses["responded_at"] <= s.ex_responses["employee_id"].map(exits).fillna(pd.Timestamp("2200-01-01"))).all()
 
 
 def test_truth_is_json_serialisable_and_documented():
@@ -410,3 +410,36 @@ def test_saved_parquet_timestamps_are_microseconds(tmp_path):
                 stamps.append((f.name, field.name, field.type.unit))
     # hire/exit dates, answer times, interaction starts: all written as INT64 TIMESTAMP(MICROS)
     assert len(stamps) >= 6 and {u for *_, u in stamps} == {"us"}, stamps
+
+
+# --------------------------------------------------------------------------- table subsets, timing
+def test_interactions_fall_in_their_period_and_ids_are_unique():
+    s = simulate_study(n_sites=3, n_employees=60, n_waves=3, seed=2, latent=True)
+    li = s.latent["interactions"]
+    opens = pd.to_datetime(s.truth["study"]["wave_open"]).as_unit("us")
+    lo = opens[li["wave"] - 1]
+    days = DEFAULT_PARAMS["wave_days"]
+    assert (li["started_at"].to_numpy() >= lo.to_numpy()).all()
+    assert (li["started_at"].to_numpy() < (lo + pd.Timedelta(days=days)).to_numpy()).all()
+    assert s.interactions["interaction_id"].is_unique and len(s.interactions) == s.truth["study"]["n_interactions"]
+    assert (s.cx_responses["interaction_id"].str.startswith("I") | s.cx_responses["interaction_id"].str.startswith("X")).all()
+    # a CX answer comes after its interaction
+    m = s.cx_responses.merge(s.interactions, on="interaction_id")
+    assert (m["responded_at"] > m["started_at"]).all()
+
+
+def test_table_subsets_give_the_same_values():
+    kw = dict(n_sites=3, n_employees=90, n_waves=3, seed=4)
+    full = simulate_study(**kw)
+    panel = simulate_study(tables=["employees", "ex_responses"], **kw)
+    no_loyalty = simulate_study(tables=["employees", "ex_responses", "interactions", "cx_responses"], **kw)
+    for name in ("employees", "ex_responses"):
+        pd.testing.assert_frame_equal(full.tables()[name], panel.tables()[name])
+    for name in ("interactions", "cx_responses"):
+        pd.testing.assert_frame_equal(full.tables()[name], no_loyalty.tables()[name])
+        assert len(panel.tables()[name]) == 0
+        assert list(panel.tables()[name].columns) == list(full.tables()[name].columns)
+    assert len(no_loyalty.customer_outcomes) == 0
+    assert panel.truth["study"]["n_interactions"] is None
+    with pytest.raises(ValueError, match="unknown table.*'interaction'"):
+        simulate_study(tables=["interaction"], **kw)
