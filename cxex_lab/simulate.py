@@ -158,8 +158,10 @@ spillover by empowerment level, the driver weights, loyalty coefficients) and
 from __future__ import annotations
 
 import functools
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -176,6 +178,7 @@ __all__ = [
     "simulate_study",
     "simulate_panel",
     "derive_truth",
+    "write_study",
 ]
 
 #: Touchpoints of the employee journey, in journey order (column ``tp_<name>``).
@@ -1256,3 +1259,124 @@ def simulate_study(
         if cps:
             study.latent["customer_periods"] = pd.concat(cps, ignore_index=True)
     return study
+
+
+# --------------------------------------------------------------------------- chunked writer
+class _TableWriter:
+    """Append DataFrames to one Parquet file (one row group per call), same schema throughout."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer, self.schema, self.rows = path, None, None, 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        from cxex_lab.io import PARQUET_OPTIONS
+
+        table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.path, self.schema, **PARQUET_OPTIONS)
+        self.writer.write_table(table)
+        self.rows += len(df)
+
+    def close(self, empty: pd.DataFrame | None = None) -> None:
+        if self.writer is None and empty is not None:
+            self.write(empty)
+        if self.writer is not None:
+            self.writer.close()
+
+
+def write_study(
+    path: str | Path,
+    n_sites: int = 10,
+    n_employees: int = 400,
+    n_waves: int = 6,
+    seed: int | np.random.Generator | None = None,
+    latent: bool = False,
+    site_effects: Sequence[float] | None = None,
+    progress: Callable[[str], None] | None = None,
+    **params: Any,
+) -> Path:
+    """Simulate a study and write it site by site, for studies too large for memory.
+
+    The result is the study :func:`simulate_study` returns for the same
+    arguments, saved as :func:`cxex_lab.io.save_study` would save it (one
+    Parquet file per table, ``truth.json``, ``latent/`` when ``latent=True``),
+    but only one site's interactions are held in memory at a time: each site's
+    rows are appended to ``interactions.parquet`` / ``cx_responses.parquet``
+    as one row group. Customers span sites, so their per-period sums of
+    received latent CX are accumulated across sites in two small arrays
+    (customers x waves) and ``customer_outcomes.parquet`` is written at the end,
+    block by block of customers.
+
+    Parameters
+    ----------
+    path : path
+        Output directory (created if needed; existing table files are replaced).
+    n_sites, n_employees, n_waves, seed, latent, site_effects, **params
+        As for :func:`simulate_study`.
+    progress : callable, optional
+        Called with a short message after each site (e.g. ``print``).
+
+    Returns
+    -------
+    Path
+        The study directory; ``cxex_lab.io.load_study`` reads it like any other.
+
+    Notes
+    -----
+    Memory: the employee level (small), one site's interactions and, per
+    customer, one float and one int32 per wave plus two floats (propensity
+    CDF, revenue trait): about 60 bytes per customer with 6 waves.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    from cxex_lab.io import PARQUET_OPTIONS
+
+    plan = _plan(n_sites, n_employees, n_waves, seed, site_effects, params)
+    want = set(_ALL_TABLES)
+    plan.employees.to_parquet(path / "employees.parquet", index=False, **PARQUET_OPTIONS)
+    plan.ex_responses.to_parquet(path / "ex_responses.parquet", index=False, **PARQUET_OPTIONS)
+    if latent:
+        (path / "latent").mkdir(exist_ok=True)
+        _latent_employee_waves(plan).to_parquet(path / "latent" / "employee_waves.parquet", index=False, **PARQUET_OPTIONS)
+    writers = {
+        "interactions": _TableWriter(path / "interactions.parquet"),
+        "cx_responses": _TableWriter(path / "cx_responses.parquet"),
+        "customer_outcomes": _TableWriter(path / "customer_outcomes.parquet"),
+    }
+    if latent:
+        writers["latent_interactions"] = _TableWriter(path / "latent" / "interactions.parquet")
+        writers["customer_periods"] = _TableWriter(path / "latent" / "customer_periods.parquet")
+    sums = np.zeros((plan.n_cust, n_waves))
+    counts = np.zeros((plan.n_cust, n_waves), dtype=np.int32)
+    n_int, orphans = 0, None
+    try:
+        for s in range(n_sites):
+            ch = _site_chunk(plan, s, n_int, want, latent)
+            n_int += ch["n"]
+            for name in ("interactions", "cx_responses", "latent_interactions"):
+                if name in ch:
+                    writers[name].write(ch[name])
+            _accumulate_cx(sums, counts, ch["customer"], ch["wave"], ch["y"])
+            if s == 0 and plan.p["orphan_responses"]:
+                orphans = _orphans(plan, ch["cx_responses"])
+            del ch
+            if progress is not None:
+                progress(f"site S{s + 1:02d}: {n_int:,} interactions so far")
+        if orphans is not None and len(orphans):
+            writers["cx_responses"].write(orphans)
+        for outcomes, cp in _loyalty_blocks(plan, sums, counts, latent):
+            writers["customer_outcomes"].write(outcomes)
+            if latent:
+                writers["customer_periods"].write(cp)
+    finally:
+        empties = {"latent_interactions": None, "customer_periods": None}
+        for name, w in writers.items():
+            w.close(empties.get(name, _empty_like_contract(name)) if name in _ALL_TABLES else None)
+    truth = _truth(plan, params, n_int, 0 if orphans is None else len(orphans))
+    (path / "truth.json").write_text(json.dumps(truth, indent=2, default=str) + "\n")
+    if progress is not None:
+        progress(f"wrote {n_int:,} interactions, {writers['customer_outcomes'].rows:,} customer-periods to {path}")
+    return path
