@@ -715,10 +715,17 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- loyalty
 def _accumulate_cx(sums: np.ndarray, counts: np.ndarray, cust: np.ndarray, wave: np.ndarray, y: np.ndarray) -> None:
-    """Add interactions' centred latent CX to per customer x period sums (in place)."""
-    flat = cust.astype("int64") * sums.shape[1] + wave
-    np.add.at(sums.reshape(-1), flat, y)
-    np.add.at(counts.reshape(-1), flat, 1)
+    """Add interactions' centred latent CX to the period x customer ``sums``/``counts`` (in place).
+
+    One ``bincount`` per period (transient memory: one float per customer);
+    ``np.add.at`` is 10x slower on millions of rows.
+    """
+    n_cust = sums.shape[1]
+    for w in range(sums.shape[0]):
+        at = wave == w
+        if at.any():
+            sums[w] += np.bincount(cust[at], weights=y[at], minlength=n_cust)
+            counts[w] += np.bincount(cust[at], minlength=n_cust).astype(counts.dtype)
 
 
 def _loyalty_rows(
@@ -772,9 +779,13 @@ def _ids(prefix: str, numbers: np.ndarray, width: int) -> pd.Series:
     for k in range(width - 1, -1, -1):
         buf[:, len(head) + k] = rest % 10 + 48
         rest //= 10
-    offsets = np.arange(0, (n + 1) * row, row, dtype=np.int64)
-    arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
-    return pa.chunked_array([arr], type=pa.large_string()).cast(pa.string()).to_pandas()
+    if (n + 1) * row < 2**31:
+        offsets = np.arange(0, (n + 1) * row, row, dtype=np.int32)
+        arr = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
+    else:
+        offsets = np.arange(0, (n + 1) * row, row, dtype=np.int64)
+        arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
+    return arr.to_pandas()
 
 
 def _labels(values: Sequence[str], index: np.ndarray) -> pd.Series:
@@ -1067,7 +1078,7 @@ def _loyalty_blocks(plan: _Plan, sums: np.ndarray, counts: np.ndarray, latent: b
     """Customer outcomes (and their latent customer_periods), block by block of customers."""
     for c0 in range(0, plan.n_cust, _LOYALTY_BLOCK):
         c1 = min(plan.n_cust, c0 + _LOYALTY_BLOCK)
-        rows = _loyalty_rows(sums[c0:c1], counts[c0:c1], plan.nu[c0:c1], plan.p, plan.outcome_rng)
+        rows = _loyalty_rows(sums[:, c0:c1].T, counts[:, c0:c1].T, plan.nu[c0:c1], plan.p, plan.outcome_rng)
         ids = _ids("C", rows["customer"] + c0 + 1, plan.cust_width)
         outcomes = pd.DataFrame(
             {"customer_id": ids, "period": rows["period"], "retained": rows["retained"], "revenue": rows["revenue"]}
@@ -1222,8 +1233,8 @@ def simulate_study(
     n_int, n_orphans = 0, 0
     orphans = None
     if "customer_outcomes" in want:
-        sums = np.zeros((plan.n_cust, n_waves))
-        counts = np.zeros((plan.n_cust, n_waves), dtype=np.int32)
+        sums = np.zeros((n_waves, plan.n_cust))
+        counts = np.zeros((n_waves, plan.n_cust), dtype=np.int32)
     if need_int:
         for s in range(n_sites):
             ch = _site_chunk(plan, s, n_int, want, latent)
@@ -1349,8 +1360,8 @@ def write_study(
     if latent:
         writers["latent_interactions"] = _TableWriter(path / "latent" / "interactions.parquet")
         writers["customer_periods"] = _TableWriter(path / "latent" / "customer_periods.parquet")
-    sums = np.zeros((plan.n_cust, n_waves))
-    counts = np.zeros((plan.n_cust, n_waves), dtype=np.int32)
+    sums = np.zeros((n_waves, plan.n_cust))
+    counts = np.zeros((n_waves, plan.n_cust), dtype=np.int32)
     n_int, orphans = 0, None
     try:
         for s in range(n_sites):
