@@ -1287,13 +1287,16 @@ class _TableWriter:
         table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
         if self.writer is None:
             self.schema = table.schema
-            self.writer = pq.ParquetWriter(self.path, self.schema, **PARQUET_OPTIONS)
+            # near-unique id columns: dictionary encoding only costs time (2x faster write)
+            dictionary = [c for c in self.schema.names if c not in ("interaction_id", "customer_id")]
+            self.writer = pq.ParquetWriter(self.path, self.schema, use_dictionary=dictionary, **PARQUET_OPTIONS)
         self.writer.write_table(table)
         self.rows += len(df)
 
-    def close(self, empty: pd.DataFrame | None = None) -> None:
-        if self.writer is None and empty is not None:
-            self.write(empty)
+    def close(self, table: str | None = None) -> None:
+        """Close the file; a table never written gets its zero-row version (``table`` names it)."""
+        if self.writer is None and table is not None:
+            self.write(_empty_like_contract(table))
         if self.writer is not None:
             self.writer.close()
 
@@ -1383,9 +1386,8 @@ def write_study(
             if latent:
                 writers["customer_periods"].write(cp)
     finally:
-        empties = {"latent_interactions": None, "customer_periods": None}
         for name, w in writers.items():
-            w.close(empties.get(name, _empty_like_contract(name)) if name in _ALL_TABLES else None)
+            w.close(name if name in _ALL_TABLES else None)
     truth = _truth(plan, params, n_int, 0 if orphans is None else len(orphans))
     (path / "truth.json").write_text(json.dumps(truth, indent=2, default=str) + "\n")
     if progress is not None:
