@@ -151,8 +151,25 @@ Truth
 ``Study.truth`` (and ``truth.json`` in a saved study) holds ``params`` (every
 parameter), ``derived`` (estimands: within-unit lags, the mediation paths and
 indirect effects, the between-unit correlation of the random intercepts, the
-spillover by empowerment level, the driver weights, loyalty coefficients) and
-``derivation`` (how each derived value follows from the parameters).
+spillover by empowerment and insight level, the CX -> EX cross-lag by insight
+level, the driver weights, the common-method share, loyalty coefficients and
+their timing), ``derivation`` (how each derived value follows from the
+parameters), ``study`` (size, wave openings, numbers of interactions and
+customers, the realised site effects) and ``observed``: empty here, it is where
+the coverage harness records each finding's observed-scale truth (the value its
+estimator converges to on the observed pipeline) as
+``{key: {"value", "latent", "derivation"}}``.
+
+Random streams and scale
+------------------------
+The seed drives one main stream (employee-wave process, employees, attrition,
+EX survey) and spawned child streams for the common-method halo, the customer
+population, the customer outcomes, the orphan responses and each site's
+interactions. So the halo, fixed ``site_effects`` or a ``tables=`` subset change
+nothing else in a study, and :func:`write_study` can generate a very large study
+site by site (customers are one study-wide population; their per-period CX sums
+are accumulated across sites) and write the same tables :func:`simulate_study`
+returns.
 """
 
 from __future__ import annotations
