@@ -538,7 +538,10 @@ def simulate_panel(
 
     The panel follows exactly the within-employee VAR(1) of the full model, so a
     correctly specified RI-CLPM recovers ``ar_ex``, ``ar_cx``, ``ex_to_cx`` and
-    ``cx_to_ex``. No sites or teams structure beyond one team per 10 units.
+    ``cx_to_ex`` (with ``insight_cx_to_ex != 0``, the default, the CX -> EX lag
+    varies with insight access and ``cx_to_ex`` is its population average; pass
+    ``insight_cx_to_ex=0`` for a homogeneous lag). No sites or teams structure
+    beyond one team per 10 units.
 
     Parameters
     ----------
