@@ -43,6 +43,8 @@ class MediationFit(Fit):
     ----------
     effects : {"within", "between", "pooled"}
         Which variation identified the paths.
+    x, y, mediators, outcome2 : str, tuple of str, str or None
+        The columns in each role.
     unit, period : str or None
         The unit (person) and period columns (``None`` where not used).
     n_units : int or None
@@ -59,6 +61,10 @@ class MediationFit(Fit):
     """
 
     effects: str
+    x: str
+    y: str
+    mediators: tuple[str, ...]
+    outcome2: str | None
     unit: str | None
     period: str | None
     n_units: int | None
@@ -632,7 +638,7 @@ def mediation(
     fit = MediationFit(
         method=method, n_obs=n, n_dropped=n_dropped, cluster=cluster,
         n_clusters=n_clusters if cluster is not None else None, alpha=alpha, notes=tuple(notes),
-        effects=effects, unit=unit, period=use_period, n_units=n_units if unit is not None else None,
+        effects=effects, x=x, y=y, mediators=tuple(mediators), outcome2=outcome2, unit=unit, period=use_period, n_units=n_units if unit is not None else None,
         n_singletons=n_singletons, n_boot=n_boot, n_boot_failed=n_failed,
         boot=pd.DataFrame(bt, columns=names),
     )
