@@ -242,9 +242,10 @@ def test_two_way_intervals_cover_with_agent_shocks_where_customer_clustering_doe
     start = time.perf_counter()
     reps, hits_two, hits_one, hits_boot = 120, 0, 0, 0
     for rep in range(reps):
-        d = simulate_customer_periods(1500, 40, 4, seed=500 + rep, agent_shock_sd=0.4, agent_sd=0.6,
+        d = simulate_customer_periods(1500, 40, 4, seed=500 + rep, agent_shock_sd=1.0, agent_sd=0.6,
                                       agent_period_sd=0.1)
-        table, _ = loyalty(d, "cx_latent_prev", "revenue", n_boot=400, seed=rep)
+        # same model for both intervals (no controls), so only the clustering differs
+        table, _ = loyalty(d, "cx_latent_prev", "revenue", controls=None, period=None, n_boot=400, seed=rep)
         r = _row(table, "cx_latent_prev")
         hits_two += r["ci_low"] <= REVENUE_CX <= r["ci_high"]
         hits_boot += r["ci_low_boot"] <= REVENUE_CX <= r["ci_high_boot"]
@@ -256,6 +257,7 @@ def test_two_way_intervals_cover_with_agent_shocks_where_customer_clustering_doe
     two, one_, boot = hits_two / reps, hits_one / reps, hits_boot / reps
     assert 0.90 <= two <= 0.99, two
     assert 0.90 <= boot <= 0.99, boot
+    print(f"coverage two-way {two:.3f}, its draws {boot:.3f}, customer-only clustering {one_:.3f}")
     assert one_ < two - 0.05, (one_, two)
     assert time.perf_counter() - start < 180
 
@@ -348,3 +350,64 @@ def test_money_chain_refuses_results_without_draws(cp):
     with pytest.raises(ValueError, match="chain must be the Result of mediation"):
         money_chain(rev, rev)
     assert isinstance(rev, Result) and isinstance(rev.fit, LoyaltyFit)
+
+
+# --------------------------------------------------------------------------- the sample study
+def customer_period_table(study) -> pd.DataFrame:
+    """Pandas reference of the customer-period table :func:`loyalty` expects (module docstring of loyalty).
+
+    Period of an interaction: the last wave opened at or before it started (Study.wave_openings).
+    For each customer-period p with an outcome and >= 1 interaction in p-1: ``csat_prev`` (mean CSAT
+    answered in p-1), ``n_interactions_prev``, ``n_csat_prev``, ``employee_id`` (the agent with most
+    of the customer's p-1 interactions; ties: the agent of the latest of them) and the outcomes of
+    (c, p-1) as ``retained_prev`` / ``revenue_prev`` (missing when that row does not exist).
+    """
+    opens = study.wave_openings()
+    it = study.interactions[["interaction_id", "employee_id", "customer_id", "started_at"]]
+    pos = np.searchsorted(opens.to_numpy(), it["started_at"].to_numpy(), side="right")
+    it = it.loc[pos > 0].assign(period=opens.index.to_numpy()[pos[pos > 0] - 1].astype(int))
+    it = it.merge(study.cx_responses[["interaction_id", "csat"]], on="interaction_id", how="left")
+    agg = it.groupby(["customer_id", "period"]).agg(
+        csat_prev=("csat", "mean"), n_csat_prev=("csat", "count"), n_interactions_prev=("interaction_id", "size")
+    ).reset_index()
+    served = it.groupby(["customer_id", "period", "employee_id"]).agg(k=("interaction_id", "size"),
+                                                                      last=("started_at", "max")).reset_index()
+    main = served.sort_values(["customer_id", "period", "k", "last"], ascending=[True, True, False, False])
+    agg = agg.merge(main.drop_duplicates(["customer_id", "period"])[["customer_id", "period", "employee_id"]],
+                    on=["customer_id", "period"])
+    out = study.customer_outcomes[["customer_id", "period", "retained", "revenue"]]
+    table = out.merge(agg.assign(period=agg["period"] + 1), on=["customer_id", "period"], how="inner")
+    prev = out.assign(period=out["period"] + 1).rename(columns={"retained": "retained_prev", "revenue": "revenue_prev"})
+    table = table.merge(prev, on=["customer_id", "period"], how="left")
+    table["retained"] = table["retained"].astype(int)
+    table["retained_prev"] = table["retained_prev"].astype(float)
+    return table.sort_values(["customer_id", "period"]).reset_index(drop=True)
+
+
+def test_sample_study_customer_periods_loyalty_and_money_chain():
+    from cxex_lab.linkage import link
+    from cxex_lab.report import load_segment
+    from tests.conftest import SAMPLE
+
+    study = load_segment(str(SAMPLE), "all")
+    cpt = customer_period_table(study)
+    assert not cpt.duplicated(["customer_id", "period"]).any()
+    assert {"customer_id", "period", "retained", "revenue", "csat_prev", "employee_id", "retained_prev",
+            "revenue_prev"} <= set(cpt.columns)
+    # the attributed agent served the customer in the preceding period
+    opens = study.wave_openings()
+    it = study.interactions
+    per = opens.index.to_numpy()[np.searchsorted(opens.to_numpy(), it["started_at"].to_numpy(), side="right") - 1]
+    pairs = set(zip(it["customer_id"], per + 1, it["employee_id"]))
+    assert all(t in pairs for t in zip(cpt["customer_id"], cpt["period"], cpt["employee_id"]))
+    panel = link(study, level="employee", period="wave", ex_lag=0)
+    panel["handle_minutes"] = panel["aht_seconds"] / 60
+    med = mediation(panel, "esat", ["fcr_rate", "handle_minutes", "transfer_rate"], "csat", period="period",
+                    n_boot=300, seed=1)
+    ret = loyalty(cpt, "csat_prev", "retained", model="logit", n_boot=300, seed=2)
+    rev = loyalty(cpt, "csat_prev", "revenue", n_boot=300, seed=3)
+    table, fit = money_chain(med, [ret, rev])
+    print(table[["term", "estimate", "ci_low", "ci_high", "unit"]].to_string())
+    assert np.isfinite(table[["estimate", "se", "ci_low", "ci_high"]].to_numpy()).all()
+    assert (table["ci_low"] <= table["estimate"]).all() and (table["estimate"] <= table["ci_high"]).all()
+    assert ret.fit.n_agents <= study.employees.shape[0] and ret.fit.n_dropped > 0  # no CSAT answer in p-1

@@ -720,11 +720,25 @@ def money_chain(
 
     Examples
     --------
-    >>> from cxex_lab.models import mediation, loyalty, money_chain  # doctest: +SKIP
-    >>> med = mediation(panel, "esat", ["fcr_rate"], "csat", period="period", n_boot=1000, seed=1)  # doctest: +SKIP
-    >>> ret = loyalty(cp, "csat_prev", "retained", model="logit", n_boot=1000, seed=2)  # doctest: +SKIP
-    >>> rev = loyalty(cp, "csat_prev", "revenue", n_boot=1000, seed=3)  # doctest: +SKIP
-    >>> table, fit = money_chain(med, [ret, rev])  # doctest: +SKIP
+    >>> import numpy as np, pandas as pd
+    >>> from cxex_lab.models import mediation, loyalty, money_chain
+    >>> rng = np.random.default_rng(0)
+    >>> panel = pd.DataFrame({"employee_id": np.repeat(np.arange(100), 4), "wave": np.tile(np.arange(1, 5), 100),
+    ...                       "esat": rng.normal(3.5, 0.7, 400)})
+    >>> panel["fcr"] = 0.05 * panel["esat"] + rng.normal(0, 0.05, 400)
+    >>> panel["csat"] = 2 + 0.3 * panel["esat"] + rng.normal(0, 0.3, 400)
+    >>> med = mediation(panel, "esat", ["fcr"], "csat", n_boot=500, seed=1)
+    >>> cp = pd.DataFrame({"customer_id": rng.integers(0, 2000, 6000), "period": rng.integers(2, 6, 6000),
+    ...                    "employee_id": rng.integers(0, 100, 6000)}).drop_duplicates(["customer_id", "period"])
+    >>> cp["csat_prev"] = rng.normal(4, 0.8, len(cp))
+    >>> cp["revenue"] = 100 + 15 * (cp["csat_prev"] - 4) + rng.normal(0, 30, len(cp))
+    >>> rev = loyalty(cp, "csat_prev", "revenue", controls=None, n_boot=500, seed=2)
+    >>> table, fit = money_chain(med, rev)
+    >>> table["term"].tolist()
+    ['esat -> csat', 'csat -> revenue', 'esat -> csat -> revenue']
+    >>> row = table.set_index("term").loc["esat -> csat -> revenue"]
+    >>> bool(row["ci_low"] < 0.3 * 15 < row["ci_high"])  # the known product
+    True
     """
     from cxex_lab.models.mediation import _boot_summary
 

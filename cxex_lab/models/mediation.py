@@ -326,8 +326,8 @@ def mediation(
     time-varying confounder, no same-period feedback from :math:`Y` to :math:`X`,
     effects that are the same for everyone). Stable confounders of any size
     are removed. Past CX that drives today's EX is a time-varying confounder:
-    add the lagged outcome as a covariate where it matters (Nickell bias is
-    small with 6+ periods). Units with a single complete row carry no
+    it can be added as a covariate (a lagged outcome inside a fixed-effects
+    model carries Nickell bias of order 1/T in its own coefficient). Units with a single complete row carry no
     within-unit variation and are left out (``fit.n_singletons``).
 
     **Between**. OLS on unit means :math:`\bar V_i`: the association between
@@ -375,7 +375,7 @@ def mediation(
     Examples
     --------
     >>> import numpy as np, pandas as pd
-    >>> rng = np.random.default_rng(0)
+    >>> rng = np.random.default_rng(1)
     >>> n_emp, n_wave = 200, 4
     >>> d = pd.DataFrame({"employee_id": np.repeat(np.arange(n_emp), n_wave),
     ...                   "wave": np.tile(np.arange(1, n_wave + 1), n_emp)})
@@ -389,6 +389,11 @@ def mediation(
     True
     >>> fit.effects, fit.cluster, fit.n_clusters
     ('within', 'employee_id', 200)
+    >>> pooled, _ = mediation(d, "ex", ["fcr"], "cx", effects="pooled", n_boot=0)
+    >>> round(float(table.set_index("term").loc["total", "estimate"]), 2)  # truth 0.2 + 0.5 * 0.4 = 0.4
+    0.38
+    >>> round(float(pooled.set_index("term").loc["total", "estimate"]), 2)  # the stable trait inflates it
+    0.85
     """
     func = "mediation"
     df = _check_frame(df, func)
