@@ -24,11 +24,16 @@ MEDS = ["fcr", "aht", "transfer"]
 # effects. What remains is M = a*EX + e_M, CX = direct*EX + sum b*M + (unit intercept) + e.
 CLEAN = dict(site_sd=0, ri_corr=0, ar_ex=0, ar_cx=0, ex_to_cx=0, cx_to_ex=0)
 # CONFOUNDED keeps the stable confounders (site effects on EX and CX, correlated random
-# intercepts) and EX's own persistence, but no lagged CX -> EX feedback: the setting the
-# within-employee design is for (stable confounding, no time-varying confounding).
-CONFOUNDED = dict(ar_cx=0, ex_to_cx=0, cx_to_ex=0)
+# intercepts, team climate) but no within-employee dynamics: the setting the within-employee
+# design is for (stable confounding, no time-varying confounding).
+CONFOUNDED = dict(ar_ex=0, ar_cx=0, ex_to_cx=0, cx_to_ex=0)
+# DYNAMIC adds EX persistence (ar_ex = 0.4). The simulator keeps the RI-CLPM lag ex_to_cx = 0,
+# which makes CX depend on last wave's EX (-d * ar_ex): a time-varying confounder that the
+# within design handles only with lags=["ex"].
+DYNAMIC = dict(ar_cx=0, ex_to_cx=0, cx_to_ex=0)
 TRUTH = derive_truth(CLEAN)["derived"]["mediation"]
 assert derive_truth(CONFOUNDED)["derived"]["mediation"] == TRUTH  # same structural paths
+assert derive_truth(DYNAMIC)["derived"]["mediation"] == TRUTH
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +231,26 @@ def test_within_recovers_paths_under_stable_confounding_where_pooled_fails(confo
     assert _row(between, "total")["estimate"] > _row(pooled, "total")["estimate"]
 
 
+def test_lags_adjust_for_last_waves_ex_when_it_confounds():
+    d = simulate_panel(6000, 6, seed=8, **DYNAMIC)
+    plain, _ = mediation(d, "ex", MEDS, "cx", unit="unit", n_boot=0)
+    lagged, fit = mediation(d, "ex", MEDS, "cx", unit="unit", lags="ex", n_boot=0)
+    assert _row(plain, "total")["ci_high"] < TRUTH["total"]  # omitted lagged EX biases the within total
+    r = _row(lagged, "total")
+    assert r["ci_low"] <= TRUTH["total"] <= r["ci_high"]
+    assert fit.n_dropped == 6000 and fit.n_obs == 6000 * 5  # wave 1 has no previous wave
+    assert not lagged["term"].str.contains("ex_lag1").any()  # a covariate, not a reported path
+    # the lag is the value of the unit's previous period, found by period order, not row order
+    shuffled = d.sample(frac=1.0, random_state=1)
+    again, _ = mediation(shuffled, "ex", MEDS, "cx", unit="unit", lags="ex", n_boot=0)
+    assert _row(again, "total")["estimate"] == pytest.approx(r["estimate"], rel=1e-10)
+    sm_ref = smf.ols("cx ~ ex + ex_lag1 + C(unit) + C(wave)",
+                     d.head(600).sort_values(["unit", "wave"]).assign(
+                         ex_lag1=lambda x: x.groupby("unit")["ex"].shift())).fit()
+    small, _ = mediation(d.head(600), "ex", MEDS, "cx", unit="unit", lags="ex", n_boot=0)
+    assert _row(small, "total")["estimate"] == pytest.approx(sm_ref.params["ex"], rel=1e-9)
+
+
 def test_serial_chain_recovered_within(confounded):
     rng = np.random.default_rng(2)
     stable = confounded.groupby("unit")["cx"].transform("mean")  # a stable confounder of CX and loyalty
@@ -297,6 +322,9 @@ def test_coverage_of_95pct_within_intervals_is_near_nominal():
         (lambda d: d, dict(effects="fixed"), "effects must be one of"),
         (lambda d: d, dict(unit=None), "needs the unit column"),
         (lambda d: pd.concat([d, d.head(1)]), {}, "must identify a row"),
+        (lambda d: d, dict(lags="ex", effects="between"), "averages them away"),
+        (lambda d: d, dict(lags="ex", period=None), "need both the unit and the period"),
+        (lambda d: d.assign(ex_lag1=1.0), dict(lags="ex"), "lag column 'ex_lag1' already exists"),
     ],
 )
 def test_bad_input_messages(panel, mutate, kwargs, message):
