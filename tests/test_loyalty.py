@@ -411,3 +411,21 @@ def test_sample_study_customer_periods_loyalty_and_money_chain():
     assert np.isfinite(table[["estimate", "se", "ci_low", "ci_high"]].to_numpy()).all()
     assert (table["ci_low"] <= table["estimate"]).all() and (table["estimate"] <= table["ci_high"]).all()
     assert ret.fit.n_agents <= study.employees.shape[0] and ret.fit.n_dropped > 0  # no CSAT answer in p-1
+
+
+def test_recovers_the_simulators_loyalty_coefficients_on_latent_cx():
+    """On the study simulator itself (not a test-local generator): the customer-level model of the
+    outcome of p on the mean latent CX received in p-1 recovers retention_cx (logit) and revenue_cx."""
+    from cxex_lab.simulate import simulate_study
+
+    study = simulate_study(n_sites=6, n_employees=900, n_waves=4, seed=5, latent=True, interactions_per_wave=60.0)
+    cpt = customer_period_table(study).merge(
+        study.latent["customer_periods"][["customer_id", "period", "ybar_prev"]], on=["customer_id", "period"])
+    assert len(cpt) > 20_000
+    truth = study.truth["derived"]["loyalty"]
+    for outcome, model, true in (("retained", "logit", truth["retention_logit_per_cx"]),
+                                 ("revenue", "linear", truth["revenue_per_cx"])):
+        table, fit = loyalty(cpt, cx="ybar_prev", outcome=outcome, model=model)
+        row = table.set_index("term").loc["ybar_prev"]
+        assert row["ci_low"] <= true <= row["ci_high"], (outcome, row.to_dict())
+        assert fit.cluster is not None
