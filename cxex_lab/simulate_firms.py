@@ -116,7 +116,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["DEFAULT_PARAMS", "FirmPanel", "simulate_firms", "firm_replicates", "firm_scenarios", "INDUSTRIES_13"]
+__all__ = [
+    "DEFAULT_PARAMS", "FAST_KEYS", "FirmPanel", "INDUSTRIES_13", "SCENARIOS",
+    "simulate_firms", "firm_replicates", "summarise_replicates", "firm_scenarios",
+]
 
 #: The 13 industries used when ``n_industries=13``: the first five are high-contact
 #: (the sectors Zhao & Chamberlain 2019 call high customer contact).
@@ -202,7 +205,7 @@ class FirmPanel:
         (see the module docstring).
     latent : DataFrame
         The noise-free parts: ``firm_id, year, true_rating`` (:math:`\\xi_{it}`),
-        ``index_latent`` (:math:`C_{it}` before rounding), ``confounder``
+        ``index_latent`` (:math:`C_{it}` before rounding), ``index_noise`` (:math:`e_{it}`), ``confounder``
         (:math:`F_i`).
     """
 
@@ -372,6 +375,7 @@ def _generate(n_firms: int, n_years: int, p: dict[str, Any], ind: pd.DataFrame,
         "year": data["year"].to_numpy(),
         "true_rating": xi[fi, ti],
         "index_latent": C[fi, ti],
+        "index_noise": E[fi, ti],
         "confounder": F[fi],
     })
     return data, latent
@@ -410,6 +414,13 @@ def _ols(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarra
 def _oracle(data: pd.DataFrame, latent: pd.DataFrame, p: dict[str, Any]) -> dict[str, float]:
     """The estimands of every finding on one large panel (observed and true ratings)."""
     df = data.assign(true_rating=latent["true_rating"].to_numpy())
+    # Outcome of the contemporaneous slopes: without the reverse path the index's own noise e is
+    # independent of every rating, so removing it (and the rounding) leaves the slopes' limits
+    # unchanged and cuts the Monte Carlo error of the truth about threefold.
+    if p["reverse"] == 0:
+        df["__y_slope"] = (latent["index_latent"] - latent["index_noise"]).to_numpy()
+    else:
+        df["__y_slope"] = df["customer_index"]
     out: dict[str, float] = {}
     rated = df[df["employee_rating"].notna()].copy()
     # firms with >= 2 rated years enter the fixed-effects designs
@@ -418,7 +429,7 @@ def _oracle(data: pd.DataFrame, latent: pd.DataFrame, p: dict[str, Any]) -> dict
     f = pd.factorize(fe["firm_id"])[0]
     t = pd.factorize(fe["year"])[0]
     hi = (fe["contact_intensity"] == "high").to_numpy(float)
-    y = fe["customer_index"].to_numpy(float)
+    y = fe["__y_slope"].to_numpy(float)
 
     def fe_fit(xcol: str, w: np.ndarray | None = None) -> tuple[float, float, float]:
         x = fe[xcol].to_numpy(float)
@@ -454,8 +465,9 @@ def _oracle(data: pd.DataFrame, latent: pd.DataFrame, p: dict[str, Any]) -> dict
     r = float(np.corrcoef(x, yy)[0, 1])
     out["firm.pooled.corr"] = r
     out["firm.pooled.r2"] = r * r
-    out["firm.pooled.per_star"] = float(np.cov(x, yy)[0, 1] / np.var(x, ddof=1))
-    means = rated.groupby("firm_id")[["employee_rating", "customer_index"]].mean()
+    ys = rated["__y_slope"].to_numpy(float)
+    out["firm.pooled.per_star"] = float(np.cov(x, ys)[0, 1] / np.var(x, ddof=1))
+    means = rated.groupby("firm_id")[["employee_rating", "__y_slope"]].mean()
     out["firm.between.per_star"] = float(np.cov(means.iloc[:, 0], means.iloc[:, 1])[0, 1] / np.var(means.iloc[:, 0], ddof=1))
     last = rated[rated["year"] == rated["year"].max()]
     rc = float(np.corrcoef(last["employee_rating"], last["customer_index"])[0, 1])
@@ -471,7 +483,9 @@ def _oracle(data: pd.DataFrame, latent: pd.DataFrame, p: dict[str, Any]) -> dict
 _DERIVATION_OBSERVED = {
     "firm.fe": "Two-way (firm, year) fixed-effects slope of the index on the published rating (firms with "
                ">= 2 rated years), overall and by contact group (interaction model), on one panel of "
-               "truth_firms firms; attenuated by rating noise (reliability < 1).",
+               "truth_firms firms; attenuated by rating noise (reliability < 1). Slopes (not correlations) "
+               "use the index without its own noise e and rounding when reverse = 0 (same limit, smaller "
+               "Monte Carlo error).",
     "firm.fe_corrected": "The same slopes on the true firm-year ratings (no review noise): what an "
                          "errors-in-variables correction converges to.",
     "firm.fe_weighted": "The same slopes weighted by the review count.",
@@ -629,3 +643,223 @@ def simulate_firms(
     if truth_firms:
         truth["observed"] = _observed_truth(int(n_years), p, ind, int(truth_firms))
     return FirmPanel(data=data, truth=truth, latent=latent)
+
+
+# --------------------------------------------------------------------------- replicate panels and scenarios
+#: Findings checked by ``firm_replicates(..., fast=True)``: the issue's acceptance keys.
+FAST_KEYS: tuple[str, ...] = (
+    "firm.fe.per_star.high_contact", "firm.fe.per_star.low_contact", "firm.fe.difference",
+    "firm.fe_corrected.per_star.high_contact", "firm.fe_corrected.per_star.low_contact",
+    "firm.fe_corrected.difference",
+)
+
+
+def _design_industries(n_industries: int, seed: Any, params: dict[str, Any]) -> dict[str, list[float]]:
+    """The industries of the first panel (effects and shares), to hold fixed over replicates."""
+    p = _merge_params(params)
+    ind = _industries(int(n_industries), p, np.random.default_rng(seed), None)
+    return {"rating": ind["effect_rating"].tolist(), "index": ind["effect_index"].tolist(),
+            "share": ind["share"].tolist()}
+
+
+def firm_replicates(
+    R: int = 200,
+    seed: int = 0,
+    *,
+    n_firms: int = 300,
+    n_years: int = 11,
+    n_industries: int = 13,
+    fast: bool = False,
+    n_boot: int = 199,
+    truth_firms: int = 60_000,
+    progress: bool = False,
+    **params: Any,
+) -> pd.DataFrame:
+    """Estimates, intervals and truths of the firm-level findings over ``R`` replicate panels.
+
+    The industries (effects on both series, firm shares, contact intensity)
+    are drawn once from ``seed`` and held fixed; firms, years, reviews and
+    noise are redrawn for replicate ``r`` from the seed ``(seed, r)``. The
+    observed-scale truth of each finding comes from one very large panel with
+    the same design (``truth["observed"]``).
+
+    Parameters
+    ----------
+    R, seed : int
+        Number of replicate panels and the base seed.
+    n_firms, n_years, n_industries : int
+        Panel size.
+    fast : bool
+        Only the fixed-effects slopes by contact intensity and their
+        noise-corrected versions (:data:`FAST_KEYS`), through
+        :func:`cxex_lab.models.firm_panel` directly (about 3x faster); otherwise
+        every finding of :func:`cxex_lab.findings.firm_level`.
+    n_boot : int
+        Bootstrap draws for the correlation intervals (full run only).
+    truth_firms : int
+        Firms in the truth panel.
+    progress : bool
+        Show a tqdm progress bar.
+    **params
+        Simulator parameters (:data:`DEFAULT_PARAMS`).
+
+    Returns
+    -------
+    DataFrame
+        One row per replicate and finding: ``replicate, key, estimate,
+        ci_low, ci_high, se, truth, latent, covered``. :func:`summarise_replicates`
+        turns it into bias, coverage and interval width per finding.
+
+    Examples
+    --------
+    >>> reps = firm_replicates(R=2, seed=1, n_firms=80, fast=True, truth_firms=5000)
+    >>> sorted(reps["key"].unique())[:2]
+    ['firm.fe.difference', 'firm.fe.per_star.high_contact']
+    """
+    from cxex_lab.findings import firm_level
+    from cxex_lab.models.firm_panel import firm_panel
+    from cxex_lab.results import quietly
+
+    fixed = _design_industries(n_industries, seed, params)
+    first = simulate_firms(n_firms, n_years, n_industries, seed=np.random.default_rng([seed, 0]),
+                           industry_effects=fixed, truth_firms=truth_firms, **params)
+    observed = first.truth.get("observed", {})
+    it = range(R)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="firm replicates")
+    rows = []
+    for r in it:
+        panel = first if r == 0 else simulate_firms(n_firms, n_years, n_industries,
+                                                    seed=np.random.default_rng([seed, r]), industry_effects=fixed,
+                                                    truth_firms=0, **params)
+        if fast:
+            with quietly():
+                fe = firm_panel(panel.data, moderator="contact_intensity").table
+                ev = firm_panel(panel.data, moderator="contact_intensity", eiv=True, n_reviews="n_reviews",
+                                review_sd="rating_sd").table
+            tab = []
+            for prefix, t in (("firm.fe", fe), ("firm.fe_corrected", ev)):
+                for x in t.itertuples(index=False):
+                    key = f"{prefix}.difference" if " - " in x.group else f"{prefix}.per_star.{x.group}_contact"
+                    tab.append({"key": key, "estimate": x.estimate, "ci_low": x.ci_low, "ci_high": x.ci_high,
+                                "se": x.se})
+            est = pd.DataFrame(tab)
+        else:
+            f = firm_level(panel, details=False, n_boot=n_boot, seed=r)
+            est = f.table[["key", "estimate", "ci_low", "ci_high"]].assign(se=np.nan)
+        for x in est.itertuples(index=False):
+            t = observed.get(x.key, {})
+            tv = t.get("value", math.nan)
+            rows.append({"replicate": r, "key": x.key, "estimate": x.estimate, "ci_low": x.ci_low,
+                         "ci_high": x.ci_high, "se": x.se, "truth": tv, "latent": t.get("latent", math.nan),
+                         "covered": bool(x.ci_low <= tv <= x.ci_high) if np.isfinite(tv) and np.isfinite(x.ci_low)
+                         else None})
+    return pd.DataFrame(rows)
+
+
+def summarise_replicates(reps: pd.DataFrame) -> pd.DataFrame:
+    """Bias, bias in SE units, 95% coverage with its Monte Carlo error, and mean width, per finding.
+
+    ``bias_se`` divides the bias by the SD of the estimates over replicates
+    (the empirical SE); ``coverage_mc_se`` is sqrt(c(1-c)/R).
+    """
+    out = []
+    for key, g in reps.groupby("key", sort=False):
+        est, truth = g["estimate"].to_numpy(float), float(g["truth"].iloc[0])
+        cov = g["covered"].dropna().astype(float)
+        sd = float(est.std(ddof=1)) if len(est) > 1 else math.nan
+        bias = float(est.mean() - truth) if np.isfinite(truth) else math.nan
+        c = float(cov.mean()) if len(cov) else math.nan
+        out.append({"key": key, "R": len(g), "truth": truth, "latent": float(g["latent"].iloc[0]),
+                    "mean_estimate": float(est.mean()), "bias": bias,
+                    "bias_se": bias / sd if sd and np.isfinite(bias) else math.nan, "empirical_se": sd,
+                    "coverage": c, "coverage_mc_se": math.sqrt(c * (1 - c) / len(cov)) if len(cov) else math.nan,
+                    "mean_width": float((g["ci_high"] - g["ci_low"]).mean())})
+    return pd.DataFrame(out)
+
+
+#: The scenarios of :func:`firm_scenarios`: label -> parameter changes.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "as simulated": {},
+    "no firm-level confounding": {"confounding_rating": 0.0, "confounding_index": 0.0},
+    "no industry differences": {"industry_sd_rating": 0.0, "industry_sd_index": 0.0, "contact_rating_shift": 0.0},
+    "few reviews (median 30 a year)": {"reviews_median": 30.0},
+    "noise-free ratings": {"reviews_median": 1e7},
+    "contact does not matter (low = high)": {"effect_low": DEFAULT_PARAMS["effect_high"]},
+}
+
+
+def firm_scenarios(
+    seed: int = 0,
+    *,
+    n_firms: int = 300,
+    n_years: int = 11,
+    n_industries: int = 13,
+    scenarios: dict[str, dict[str, Any]] | None = None,
+    **params: Any,
+) -> pd.DataFrame:
+    """How pooling, contact intensity, few reviews and confounding move the answer, on simulated firms.
+
+    Simulates the same design under each scenario (same seed: common random
+    numbers, so only the named mechanism differs) and runs the designs of
+    :func:`cxex_lab.models.firm_panel` on each: the pooled correlation and the
+    last-year R², the between-firm slope, the two-way fixed-effects slope for
+    all firms and by contact intensity, and the noise-corrected slope. This is
+    a demonstration driver (it calls the estimators; the estimators do not
+    import it).
+
+    Parameters
+    ----------
+    seed : int
+        Seed shared by all scenarios.
+    scenarios : dict, optional
+        ``{label: parameter changes}`` (default :data:`SCENARIOS`).
+    **params
+        Parameters applied to every scenario.
+
+    Returns
+    -------
+    DataFrame
+        One row per scenario: ``scenario``, ``pooled_corr``, ``snapshot_r2``,
+        ``between_per_star``, ``fe_per_star``, ``fe_high``, ``fe_low``,
+        ``corrected_high``, ``corrected_low``, ``true_high``, ``true_low``,
+        ``reliability`` (within-firm, all firms).
+
+    Examples
+    --------
+    >>> tab = firm_scenarios(seed=1, n_firms=80, scenarios={"as simulated": {}})
+    >>> tab.loc[0, "true_high"]
+    4.0
+    """
+    from cxex_lab.models.firm_panel import firm_panel
+    from cxex_lab.results import quietly
+
+    rows = []
+    fixed = _design_industries(n_industries, seed, params)
+    for label, change in (scenarios or SCENARIOS).items():
+        p = {**params, **change}
+        panel = simulate_firms(n_firms, n_years, n_industries, seed=seed, industry_effects=fixed, truth_firms=0, **p)
+        d = panel.data
+        with quietly():
+            pooled = firm_panel(d, design="pooled", n_boot=0).table.set_index("term")
+            snap = firm_panel(d, design="cross_section", n_boot=0).table.set_index("term")
+            between = firm_panel(d, design="between", n_boot=0).table.set_index("term")
+            fe = firm_panel(d, n_reviews="n_reviews", review_sd="rating_sd")
+            fec = firm_panel(d, moderator="contact_intensity").table.set_index("group")
+            ev = firm_panel(d, moderator="contact_intensity", eiv=True, n_reviews="n_reviews",
+                            review_sd="rating_sd").table.set_index("group")
+        q = panel.truth["params"]
+        rows.append({
+            "scenario": label,
+            "pooled_corr": pooled.loc["corr", "estimate"],
+            "snapshot_r2": snap.loc["r2", "estimate"],
+            "between_per_star": between.loc["rating->index", "estimate"],
+            "fe_per_star": fe.table.iloc[0].estimate,
+            "fe_high": fec.loc["high", "estimate"], "fe_low": fec.loc["low", "estimate"],
+            "corrected_high": ev.loc["high", "estimate"], "corrected_low": ev.loc["low", "estimate"],
+            "true_high": q["effect_high"], "true_low": q["effect_low"],
+            "reliability": fe.fit.reliability.get("all", math.nan),
+        })
+    return pd.DataFrame(rows)

@@ -206,11 +206,11 @@ def validate_firm_panel(
             )
     if weights is not None:
         v = df[weights]
-        bad = v.notna() & ~(v > 0)
+        bad = v.notna() & ~(v >= 0)
         if bad.any():
             raise ValueError(
-                f"{where}: column {weights!r} (weights) has {int(bad.sum())} value(s) that are not > 0 "
-                f"(rule: weights must be positive): {_examples(df, bad, firm, year, weights)}."
+                f"{where}: column {weights!r} (weights) has {int(bad.sum())} negative value(s) "
+                f"(rule: weights are >= 0; rows with weight 0 are left out): {_examples(df, bad, firm, year, weights)}."
             )
     dup = df.duplicated([firm, year], keep=False)
     if dup.any():
@@ -450,8 +450,9 @@ def firm_panel(
         With ``lag >= 1``, also control the outcome's own value ``lag`` years
         earlier (default True): a cross-lagged within-firm regression.
     weights : str, optional
-        Column of positive weights (e.g. ``"n_reviews"``: firm-years whose
-        rating rests on more reviews count more). Not with ``eiv``.
+        Column of weights >= 0 (e.g. ``"n_reviews"``: firm-years whose
+        rating rests on more reviews count more; weight 0 leaves the row out).
+        Not with ``eiv``.
     eiv : bool
         ``design="fe"``, ``reverse=False``: correct the slopes for the
         attenuation by rating noise (see Notes). Needs ``n_reviews`` and
@@ -632,6 +633,9 @@ def firm_panel(
     if weights is not None:
         miss = data[weights].isna()
         led.add(func, table_name, f"firm-year without a weight ({weights!r} missing)", int(miss.sum()))
+        zero = (data[weights] == 0) & data[[x, y]].notna().all(axis=1)
+        led.add(func, table_name, f"firm-year with weight 0 ({weights!r})", int(zero.sum()))
+        data.loc[data[weights] == 0, weights] = np.nan
 
     # roles: predictor and outcome
     pred, out = (y, x) if reverse else (x, y)
@@ -742,12 +746,14 @@ def _fit_fe(data, led, *, func, table_name, firm, year, x, pred, out, pname, ona
     Xp = X.set_axis(ix)
     yp = d[out].astype(float).set_axis(ix)
     w = d[weights].astype(float).set_axis(ix) if weights is not None else None
-    mod = PanelOLS(yp, Xp, entity_effects=True, time_effects=True, weights=w)
-    fitres = mod.fit(cov_type="clustered", cluster_entity=True, group_debias=True, debiased=True,
-                     auto_df=False, count_effects=False)
     G = int(n_firms)
-    beta = fitres.params[regs].to_numpy()
-    V = fitres.cov.loc[regs, regs].to_numpy()
+    fitres = None
+    if not eiv:  # the corrected fit replaces PanelOLS' normal equations (same algebra with Omega = 0)
+        mod = PanelOLS(yp, Xp, entity_effects=True, time_effects=True, weights=w)
+        fitres = mod.fit(cov_type="clustered", cluster_entity=True, group_debias=True, debiased=True,
+                         auto_df=False, count_effects=False)
+        beta = fitres.params[regs].to_numpy()
+        V = fitres.cov.loc[regs, regs].to_numpy()
     notes: list[str] = []
 
     # two-way algebra: reliability, and the errors-in-variables correction
@@ -804,21 +810,22 @@ def _fit_fe(data, led, *, func, table_name, firm, year, x, pred, out, pname, ona
             k = d.loc[d[moderator] == g, firm].nunique()
             if k < 30:
                 notes.append(f"Only {k} firms in group {g!r}: its interval rests on few clusters.")
+    for n_ in notes:  # data-dependent warnings, for interactive use
+        warnings.warn(f"{func}: {n_}", RuntimeWarning, stacklevel=3)
     if lag and control_lagged:
         notes.append(
             "With firm effects and the lagged outcome as control, coefficients carry the Nickell (1981) bias of "
             "order 1/T; read the lagged slopes as direction diagnostics."
         )
-    method = "two-way fixed effects (firm, year), PanelOLS" + (", review-noise corrected (errors in variables)" if eiv else "") \
+    method = ("two-way fixed effects (firm, year), review-noise corrected (errors in variables)" if eiv
+              else "two-way fixed effects (firm, year), PanelOLS") \
         + (f", weighted by {weights}" if weights else "") + (f", predictor lagged {lag} year(s)" if lag else "")
     fit = FirmPanelFit(
         method=method, n_obs=len(d), n_dropped=int(len(data) - len(d)), cluster=firm, n_clusters=G, alpha=alpha,
         notes=tuple(notes), design="fe", n_firms=G, n_years=int(d[year].nunique()),
-        r2_within=float(fitres.rsquared_within) if not eiv else None, review_variance=sigma2,
+        r2_within=float(fitres.rsquared_within) if fitres is not None else None, review_variance=sigma2,
         reliability=reliability, ledger=tuple(led.records),
     )
-    for n_ in notes:
-        warnings.warn(f"{func}: {n_}", RuntimeWarning, stacklevel=3)
     return Result(table, fit)
 
 
