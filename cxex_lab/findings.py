@@ -227,6 +227,7 @@ def firm_level(
     n_reviews: str | None = "n_reviews",
     review_sd: float | str | None = "rating_sd",
     min_group_size: int = 5,
+    few_reviews: int = 50,
     truth: Mapping[str, Any] | None = None,
     details: bool = True,
     n_boot: int = 499,
@@ -252,6 +253,9 @@ def firm_level(
     min_group_size : int
         Industries (and contact groups) with fewer firms are suppressed in the
         report tables (they stay in the estimates), counted in the ledger.
+    few_reviews : int
+        The ``designs`` table compares the within-firm slope on firm-years
+        with fewer reviews than this against the rest (default 50).
     truth : mapping, optional
         The simulator's truth record (taken from ``panel.truth`` if absent).
     details : bool
@@ -500,7 +504,7 @@ def firm_level(
                                     firm=firm, industry=industry, contact=contact, year=year, rating=rating,
                                     index=index, n_reviews=n_reviews, review_sd=review_sd, levels=levels,
                                     min_group_size=min_group_size, ledger=ledger, notes=notes, run=run,
-                                    sd_between=sd_between, snap_year=snap_year)
+                                    sd_between=sd_between, snap_year=snap_year, few_reviews=few_reviews)
         out_details["ledger"] = ledger.frame
     return Findings(report="firm_level", table=table, details=out_details, notes=tuple(dict.fromkeys(notes)),
                     truth=tcheck)
@@ -508,7 +512,7 @@ def firm_level(
 
 def _firm_details(data, table, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled, between, snap, *, firm, industry,
                   contact, year, rating, index, n_reviews, review_sd, levels, min_group_size, ledger, notes, run,
-                  sd_between, snap_year) -> dict[str, pd.DataFrame]:
+                  sd_between, snap_year, few_reviews) -> dict[str, pd.DataFrame]:
     """The supporting tables of the firm-level report (see :func:`firm_level`)."""
     from cxex_lab.models.firm_panel import firm_panel
     from cxex_lab.privacy import suppress_small_groups
@@ -579,7 +583,7 @@ def _firm_details(data, table, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled,
         r = hit.iloc[0]
         rows.append({"step": step, "analysis": label, "group": str(group), "estimate": r.estimate, "ci_low": r.ci_low,
                      "ci_high": r.ci_high, "unit": r.unit, "n_firms": int(r.n_firms), "kind": kind,
-                     "reading": reading})
+                     "reliability": r.reliability, "reading": reading})
 
     add(1, "Pooled correlation, all firm-years", pooled, "corr",
         reading="how tightly the two series move together across firms and years")
@@ -609,24 +613,25 @@ def _firm_details(data, table, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled,
         for lv in (levels if len(levels) >= 2 else ["all"]):
             add(7, "Within firms, weighted by review count", fe_w, "rating->index", lv, kind="effect",
                 reading="ratings resting on more reviews count more: less attenuation")
-        # few vs many reviews: split firms at the median of their mean review count
-        vol = rated.groupby(firm)[n_reviews].mean()
-        cut = float(vol.median())
-        for label, sel in ((f"Within firms, firms with few reviews (mean < {cut:.0f} a year)", vol[vol < cut].index),
-                           (f"Within firms, firms with many reviews (mean >= {cut:.0f} a year)", vol[vol >= cut].index)):
-            sub = rated[rated[firm].isin(sel)]
+        # firm-years resting on few vs many reviews: the within-firm slope on each subset
+        noise_kw = dict(n_reviews=n_reviews, review_sd=review_sd) if review_sd is not None else {}
+        for label, sub in ((f"Within firms, firm-years with fewer than {few_reviews} reviews",
+                            rated[rated[n_reviews] < few_reviews]),
+                           (f"Within firms, firm-years with {few_reviews} or more reviews",
+                            rated[rated[n_reviews] >= few_reviews])):
             try:
                 with quietly():
                     if len(levels) >= 2:
                         res = firm_panel(sub[sub[contact].isin(levels)], firm=firm, year=year, x=rating, y=index,
-                                         moderator=contact)
+                                         moderator=contact, **noise_kw)
                     else:
-                        res = firm_panel(sub, firm=firm, year=year, x=rating, y=index)
-            except ValueError:
+                        res = firm_panel(sub, firm=firm, year=year, x=rating, y=index, **noise_kw)
+            except ValueError as exc:
+                notes.append(f"{label}: not estimated ({exc})")
                 continue
             for lv in (levels if len(levels) >= 2 else ["all"]):
                 add(8, label, res, "rating->index", lv, kind="effect",
-                    reading="noisy ratings of small firms attenuate the slope")
+                    reading="ratings averaged over few reviews are noisy: the slope is attenuated")
     if fe_eiv is not None:
         src = fe_eiv_c if fe_eiv_c is not None else fe_eiv
         for lv in (levels if fe_eiv_c is not None else ["all"]):

@@ -300,8 +300,11 @@ def _allocate(n_firms: int, shares: np.ndarray) -> np.ndarray:
 
 
 def _generate(n_firms: int, n_years: int, p: dict[str, Any], ind: pd.DataFrame,
-              rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Draw one panel (observed rows, latent rows) for the given industries."""
+              rng: np.random.Generator, labels: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Draw one panel (observed rows, latent rows) for the given industries.
+
+    ``labels=False`` (the large truth panel) keeps firm ids and industries as integer codes.
+    """
     T = n_years
     k_of = rng.permutation(_allocate(n_firms, ind["share"].to_numpy()))
     high = (ind["contact_intensity"].to_numpy()[k_of] == "high")
@@ -354,11 +357,11 @@ def _generate(n_firms: int, n_years: int, p: dict[str, Any], ind: pd.DataFrame,
     present[unb] = window[unb]
 
     fi, ti = np.nonzero(present)
-    firm_ids = np.array([f"F{i + 1:04d}" for i in range(n_firms)])
+    firm_ids = np.array([f"F{i + 1:04d}" for i in range(n_firms)]) if labels else np.arange(n_firms)
     data = pd.DataFrame({
         "firm_id": firm_ids[fi],
-        "industry": ind["industry"].to_numpy()[k_of][fi],
-        "contact_intensity": np.where(high, "high", "low")[fi],
+        "industry": ind["industry"].to_numpy()[k_of][fi] if labels else k_of[fi],
+        "contact_intensity": np.where(high, "high", "low")[fi] if labels else high[fi],
         "year": (int(p["start_year"]) + ti).astype("int64"),
         "employee_rating": np.round(rating[fi, ti], 2),
         "n_reviews": n_rev[fi, ti].astype("int64"),
@@ -383,7 +386,7 @@ def _generate(n_firms: int, n_years: int, p: dict[str, Any], ind: pd.DataFrame,
 
 # --------------------------------------------------------------------------- oracle (independent of the estimators)
 def _demean2(cols: np.ndarray, f: np.ndarray, t: np.ndarray, w: np.ndarray | None = None,
-             tol: float = 1e-11, max_iter: int = 2000) -> np.ndarray:
+             tol: float = 1e-10, max_iter: int = 2000) -> np.ndarray:
     """Two-way (firm, year) demeaning by alternating projections (weighted if ``w``)."""
     x = np.array(cols, dtype=float, copy=True)
     if x.ndim == 1:
@@ -402,6 +405,10 @@ def _demean2(cols: np.ndarray, f: np.ndarray, t: np.ndarray, w: np.ndarray | Non
         if change < tol:
             break
     return x
+
+
+def _is_high(contact: pd.Series) -> np.ndarray:
+    return (contact.to_numpy() == True) if contact.dtype == bool else (contact == "high").to_numpy(float)  # noqa: E712
 
 
 def _ols(X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
@@ -428,23 +435,26 @@ def _oracle(data: pd.DataFrame, latent: pd.DataFrame, p: dict[str, Any]) -> dict
     fe = rated[n_years_firm >= 2]
     f = pd.factorize(fe["firm_id"])[0]
     t = pd.factorize(fe["year"])[0]
-    hi = (fe["contact_intensity"] == "high").to_numpy(float)
+    hi = _is_high(fe["contact_intensity"])
     y = fe["__y_slope"].to_numpy(float)
 
-    def fe_fit(xcol: str, w: np.ndarray | None = None) -> tuple[float, float, float]:
-        x = fe[xcol].to_numpy(float)
-        Z = _demean2(np.column_stack([y, x, x * hi, x * (1 - hi)]), f, t, w)
-        overall = _ols(Z[:, [1]], Z[:, 0], w)[0]
-        b = _ols(Z[:, [2, 3]], Z[:, 0], w)
+    def slopes(y_d: np.ndarray, xh: np.ndarray, xl: np.ndarray, w=None) -> tuple[float, float, float]:
+        # demeaning is linear: the demeaned rating is the sum of its two group parts
+        overall = _ols((xh + xl)[:, None], y_d, w)[0]
+        b = _ols(np.column_stack([xh, xl]), y_d, w)
         return float(overall), float(b[0]), float(b[1])
 
-    o, h, lo = fe_fit("employee_rating")
+    x_obs, x_true = fe["employee_rating"].to_numpy(float), fe["true_rating"].to_numpy(float)
+    Z = _demean2(np.column_stack([y, x_obs * hi, x_obs * (1 - hi), x_true * hi, x_true * (1 - hi)]), f, t)
+    o, h, lo = slopes(Z[:, 0], Z[:, 1], Z[:, 2])
     out.update({"firm.fe.per_star": o, "firm.fe.per_star.high_contact": h,
                 "firm.fe.per_star.low_contact": lo, "firm.fe.difference": h - lo})
-    o, h, lo = fe_fit("true_rating")
+    o, h, lo = slopes(Z[:, 0], Z[:, 3], Z[:, 4])
     out.update({"firm.fe_corrected.per_star": o, "firm.fe_corrected.per_star.high_contact": h,
                 "firm.fe_corrected.per_star.low_contact": lo, "firm.fe_corrected.difference": h - lo})
-    o, h, lo = fe_fit("employee_rating", fe["n_reviews"].to_numpy(float))
+    w = fe["n_reviews"].to_numpy(float)
+    Z = _demean2(np.column_stack([y, x_obs * hi, x_obs * (1 - hi)]), f, t, w)
+    o, h, lo = slopes(Z[:, 0], Z[:, 1], Z[:, 2], w)
     out.update({"firm.fe_weighted.per_star": o, "firm.fe_weighted.per_star.high_contact": h,
                 "firm.fe_weighted.per_star.low_contact": lo})
 
@@ -455,10 +465,10 @@ def _oracle(data: pd.DataFrame, latent: pd.DataFrame, p: dict[str, Any]) -> dict
     lagged = lagged[lagged.groupby("firm_id")["year"].transform("size") >= 2]
     fl = pd.factorize(lagged["firm_id"])[0]
     tl = pd.factorize(lagged["year"])[0]
-    Z = _demean2(lagged[["customer_index", "employee_rating_prev", "customer_index_prev"]].to_numpy(float), fl, tl)
-    out["firm.lag.rating_to_index"] = float(_ols(Z[:, 1:], Z[:, 0])[0])
-    Z = _demean2(lagged[["employee_rating", "customer_index_prev", "employee_rating_prev"]].to_numpy(float), fl, tl)
-    out["firm.lag.index_to_rating"] = float(_ols(Z[:, 1:], Z[:, 0])[0])
+    Z = _demean2(lagged[["customer_index", "employee_rating_prev", "customer_index_prev",
+                         "employee_rating"]].to_numpy(float), fl, tl)
+    out["firm.lag.rating_to_index"] = float(_ols(Z[:, [1, 2]], Z[:, 0])[0])
+    out["firm.lag.index_to_rating"] = float(_ols(Z[:, [2, 1]], Z[:, 3])[0])
 
     # pooled, between, latest-year cross-section (all rated firm-years)
     x, yy = rated["employee_rating"].to_numpy(float), rated["customer_index"].to_numpy(float)
@@ -473,7 +483,7 @@ def _oracle(data: pd.DataFrame, latent: pd.DataFrame, p: dict[str, Any]) -> dict
     rc = float(np.corrcoef(last["employee_rating"], last["customer_index"])[0, 1])
     out["firm.cross_section.r2"] = rc * rc
     for level in ("high", "low"):
-        sub = last[last["contact_intensity"] == level]
+        sub = last[_is_high(last["contact_intensity"]) == (level == "high")]
         if len(sub) > 2:
             rc = float(np.corrcoef(sub["employee_rating"], sub["customer_index"])[0, 1])
             out[f"firm.cross_section.r2.{level}_contact"] = rc * rc
@@ -517,7 +527,7 @@ def _observed_truth(n_years: int, p: dict[str, Any], ind: pd.DataFrame, truth_fi
                      sort_keys=True, default=str)
     if key not in _TRUTH_CACHE:
         rng = np.random.default_rng(_TRUTH_SEED)
-        data, latent = _generate(truth_firms, n_years, p, ind, rng)
+        data, latent = _generate(truth_firms, n_years, p, ind, rng, labels=False)
         values = _oracle(data, latent, p)
         obs = {}
         for k, v in values.items():
