@@ -434,3 +434,35 @@ def test_fe_coverage_over_replicate_panels():
     for key in FAST_KEYS:
         assert 0.88 <= s.loc[key, "coverage"] <= 0.99, (key, s.loc[key, "coverage"])
         assert abs(s.loc[key, "bias_se"]) <= 0.3, (key, s.loc[key, "bias_se"])
+
+
+def test_other_contact_labels_use_the_low_level_as_reference(small):
+    d = small.assign(contact_intensity=small[CONTACT].map({"high": "High touch", "low": "Low touch"}))
+    table, _ = firm_panel(d, moderator=CONTACT)
+    assert table["group"].tolist() == ["High touch", "Low touch", "High touch - Low touch"]
+    f = firm_level(d, details=False, n_boot=0)
+    assert {"firm.fe.per_star.high_touch_contact", "firm.fe.per_star.low_touch_contact"} <= set(f.table["key"])
+
+
+def test_notebook_runs_on_a_researchers_csv(tmp_path, small):
+    """The notebook's real-data path: a CSV with its own column names, given as parameters."""
+    import json
+
+    import papermill as pm
+
+    from tests.conftest import ROOT
+
+    raw = small.drop(columns=["rating_sd"]).rename(columns={"firm_id": "Company", "year": "FY",
+                                                            "employee_rating": "Glassdoor", "customer_index": "ACSI"})
+    path = tmp_path / "benchmark.csv"
+    raw.to_csv(path, index=False)
+    out = tmp_path / "09.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "09_firm_level.ipynb"), str(out), cwd=str(ROOT),
+                        parameters={"firm_data": str(path), "firm_col": "Company", "year_col": "FY",
+                                    "rating_col": "Glassdoor", "index_col": "ACSI", "review_sd_col": "",
+                                    "review_sd_stars": 1.2},
+                        kernel_name="python3", progress_bar=False)
+    text = json.dumps([o for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])])
+    assert "benchmark.csv: 60 firms" in text
+    assert "Real data: no ground truth" in text and "Real data: the scenarios need the simulator" in text
+    assert "Index points per star, within firms, corrected for rating noise" in text

@@ -365,7 +365,8 @@ def _levels(values: pd.Series, reference: str | None, func: str, moderator: str)
     if len(levels) < 2:
         raise ValueError(f"{func}: moderator {moderator!r} has {len(levels)} level(s) in the usable rows; need at least 2.")
     if reference is None:
-        reference = "low" if set(map(str, levels)) == {"high", "low"} else levels[0]
+        low = [lv for lv in levels if str(lv).strip().lower().startswith("low")]
+        reference = low[0] if len(low) == 1 else levels[0]
     if reference not in levels:
         raise ValueError(f"{func}: reference level {reference!r} is not a level of {moderator!r} ({levels}).")
     others = [lv for lv in levels if lv != reference]
@@ -435,8 +436,8 @@ def firm_panel(
         roles are fixed: with ``reverse=True`` the rating becomes the outcome.
     moderator : str, optional
         A grouping column (``"contact_intensity"``): one slope per level and
-        each level's difference from ``reference`` (default ``"low"`` for
-        high/low, else the first level).
+        each level's difference from ``reference`` (default: the one level
+        whose name starts with "low", else the first level in sort order).
     design : {"fe", "pooled", "between", "cross_section"}
         Two-way fixed effects (default); pooled over firm-years; firm means;
         one year (``at_year``, default the last).
