@@ -300,7 +300,7 @@ def firm_level(
     """
     from cxex_lab.ledger import Ledger
     from cxex_lab.models.firm_panel import firm_panel, validate_firm_panel
-    from cxex_lab.privacy import check_min_group_size, suppress_small_groups
+    from cxex_lab.privacy import check_min_group_size
     from cxex_lab.results import quietly
 
     min_group_size = check_min_group_size(min_group_size)
@@ -500,18 +500,18 @@ def firm_level(
 
     out_details: dict[str, pd.DataFrame] = {}
     if details:
-        out_details = _firm_details(data, table, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled, between, snap,
+        out_details = _firm_details(data, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled, between, snap,
                                     firm=firm, industry=industry, contact=contact, year=year, rating=rating,
                                     index=index, n_reviews=n_reviews, review_sd=review_sd, levels=levels,
-                                    min_group_size=min_group_size, ledger=ledger, notes=notes, run=run,
+                                    min_group_size=min_group_size, ledger=ledger, notes=notes,
                                     sd_between=sd_between, snap_year=snap_year, few_reviews=few_reviews)
         out_details["ledger"] = ledger.frame
     return Findings(report="firm_level", table=table, details=out_details, notes=tuple(dict.fromkeys(notes)),
                     truth=tcheck)
 
 
-def _firm_details(data, table, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled, between, snap, *, firm, industry,
-                  contact, year, rating, index, n_reviews, review_sd, levels, min_group_size, ledger, notes, run,
+def _firm_details(data, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled, between, snap, *, firm, industry,
+                  contact, year, rating, index, n_reviews, review_sd, levels, min_group_size, ledger, notes,
                   sd_between, snap_year, few_reviews) -> dict[str, pd.DataFrame]:
     """The supporting tables of the firm-level report (see :func:`firm_level`)."""
     from cxex_lab.models.firm_panel import firm_panel
@@ -605,14 +605,16 @@ def _firm_details(data, table, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled,
             add(6, "Within firms, by contact intensity", fe_c, "rating->index", lv, kind="effect",
                 reading="the effect depends on how much customers meet employees")
     if n_reviews is not None:
-        with quietly():
-            fe_w = firm_panel(rated, firm=firm, year=year, x=rating, y=index, weights=n_reviews,
-                              moderator=contact if len(levels) >= 2 else None) \
-                if len(levels) < 2 else firm_panel(rated[rated[contact].isin(levels)], firm=firm, year=year, x=rating,
-                                                   y=index, weights=n_reviews, moderator=contact)
-        for lv in (levels if len(levels) >= 2 else ["all"]):
-            add(7, "Within firms, weighted by review count", fe_w, "rating->index", lv, kind="effect",
-                reading="ratings resting on more reviews count more: less attenuation")
+        by_group = len(levels) >= 2
+        try:
+            with quietly():
+                fe_w = firm_panel(rated[rated[contact].isin(levels)] if by_group else rated, firm=firm, year=year,
+                                  x=rating, y=index, weights=n_reviews, moderator=contact if by_group else None)
+            for lv in (levels if by_group else ["all"]):
+                add(7, "Within firms, weighted by review count", fe_w, "rating->index", lv, kind="effect",
+                    reading="ratings resting on more reviews count more: less attenuation")
+        except ValueError as exc:
+            notes.append(f"Within firms, weighted by review count: not estimated ({exc})")
         # firm-years resting on few vs many reviews: the within-firm slope on each subset
         noise_kw = dict(n_reviews=n_reviews, review_sd=review_sd) if review_sd is not None else {}
         for label, sub in ((f"Within firms, firm-years with fewer than {few_reviews} reviews",

@@ -111,7 +111,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -840,7 +840,7 @@ def firm_scenarios(
     Examples
     --------
     >>> tab = firm_scenarios(seed=1, n_firms=80, scenarios={"as simulated": {}})
-    >>> tab.loc[0, "true_high"]
+    >>> float(tab.loc[0, "true_high"])
     4.0
     """
     from cxex_lab.models.firm_panel import firm_panel
