@@ -483,3 +483,11 @@ def test_notebook_runs_on_a_researchers_csv(tmp_path, small):
     assert "benchmark.csv: 60 firms" in text
     assert "Real data: no ground truth" in text and "Real data: the scenarios need the simulator" in text
     assert "Index points per star, within firms, corrected for rating noise" in text
+
+
+def test_optional_market_value_follows_the_index():
+    p = simulate_firms(n_firms=150, seed=8, truth_firms=0, market_value=True)
+    d = p.data.merge(p.latent, on=["firm_id", "year"])
+    assert (d["market_value"] > 0).all()
+    m = smf.ols("np.log(market_value) ~ index_latent + C(firm_id)", d).fit()
+    assert m.params["index_latent"] == pytest.approx(DEFAULT_PARAMS["value_per_index_point"], abs=0.003)
