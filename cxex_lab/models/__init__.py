@@ -18,3 +18,4 @@ from cxex_lab.models.sensitivity import benchmark_bounds, partial_r2, robustness
 from cxex_lab.models.spillover import spillover
 from cxex_lab.models.direction import cross_lagged, within_effects
 from cxex_lab.models.power import power
+from cxex_lab.models.firm_panel import firm_panel
