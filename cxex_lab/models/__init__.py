@@ -12,7 +12,14 @@ The estimators never import :mod:`cxex_lab.simulate` (the oracle that checks the
 
 from cxex_lab.models.drivers import dominance_weights, drivers, relative_weights
 from cxex_lab.models.mediation import mediation
-from cxex_lab.models.sensitivity import benchmark_bounds, partial_r2, robustness_value, sensitivity
+from cxex_lab.models.sensitivity import (
+    benchmark_bounds,
+    group_partial_r2,
+    partial_r2,
+    robustness_value,
+    sensitivity,
+    sensitivity_within,
+)
 from cxex_lab.models.spillover import spillover
 from cxex_lab.models.direction import cross_lagged, within_effects
 from cxex_lab.models.power import power
