@@ -4,8 +4,10 @@ Modules
 -------
 drivers      relative importance of touchpoint aspects (relative weights, dominance)
 mediation    EX -> operations -> CX (-> loyalty) parallel mediation, cluster bootstrap
-spillover    interaction-level carry-over of CX (the vicious circle) by empowerment
-sensitivity  Cinelli & Hazlett (2020) robustness to unobserved confounding
+spillover    interaction-level carry-over of CX (the vicious circle): moderators (Holm),
+             agent x day effects, decay with the gap, lead placebos
+sensitivity  Cinelli & Hazlett (2020) robustness to unobserved confounding, also of the
+             within-employee (two-way FE) headline
 
 The estimators never import :mod:`cxex_lab.simulate` (the oracle that checks them).
 """
