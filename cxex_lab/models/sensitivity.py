@@ -794,12 +794,14 @@ def sensitivity_within(
     clustered by employee (statsmodels, small-sample factor
     :math:`G/(G-1)\cdot(N-1)/(N-K)` with :math:`K` the Mundlak regressors, t with
     G-1 df), scaled like the classical SE under confounding (see
-    :func:`sensitivity`). This clustered SE equals the Arellano
-    cluster-robust SE of the fixed-effects fit when the absorbed employee
-    effects, nested in the clusters, are not counted as parameters (Cameron &
-    Miller 2015, Sec. VI; Stata's ``xtreg, fe vce(cluster)``); linearmodels'
-    ``PanelOLS`` counts them and reports an SE larger by
-    :math:`\sqrt{(N-1)/(N-K-G)}` (about 17% on ``data/sample``).
+    :func:`sensitivity`). This clustered SE is the Arellano cluster-robust SE
+    of the fixed-effects fit with the absorbed employee effects, nested in the
+    clusters, not counted as parameters (Cameron & Miller 2015, Sec. VI; as
+    Stata's ``xtreg, fe vce(cluster)``, whose K counts only the slope and
+    period terms: a difference of :math:`\sqrt{(N-K_{xt})/(N-K)}`, 0.5% on
+    ``data/sample``; tested). linearmodels' ``PanelOLS`` (default options)
+    counts the employee effects and reports an SE larger by about
+    :math:`\sqrt{(N-1)/(N-K-G)}`: 0.0298 against 0.0257 on ``data/sample``.
 
     References
     ----------
