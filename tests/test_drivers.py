@@ -11,7 +11,7 @@ import statsmodels.api as sm
 
 from cxex_lab.models.drivers import DriversFit, dominance_weights, drivers, relative_weights
 from cxex_lab.results import TABLE_COLUMNS, Result
-from cxex_lab.simulate import DEFAULT_PARAMS, simulate_study
+from cxex_lab.simulate import simulate_study
 
 TRUE_ZERO = ["tp_hiring", "tp_pip", "tp_promotion"]
 STRONG = ["tp_daily_work", "tp_coaching", "tp_training", "tp_recognition"]
@@ -223,13 +223,6 @@ def test_no_bootstrap_gives_point_estimates_only():
 
 
 # --------------------------------------------------------------------------- recovery
-def _no_halo() -> dict:
-    # Issue 10's acceptance study has no halo. The sim track adds a common-method
-    # halo ``cm_halo`` (on by default); switch it off wherever the simulator has it.
-    params = {"tp_halo": 0.0}
-    if "cm_halo" in DEFAULT_PARAMS:
-        params["cm_halo"] = 0.0
-    return params
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +232,8 @@ def study_no_halo():
     # nearly uncorrelated, so the true-zero touchpoints earn (almost) no R2. Few
     # interactions per wave: the interaction log is not needed here (speed).
     return simulate_study(
-        n_sites=50, n_employees=2000, n_waves=3, seed=1, latent=True, interactions_per_wave=1.0, **_no_halo()
+        n_sites=50, n_employees=2000, n_waves=3, seed=1, latent=True, interactions_per_wave=1.0,
+        tp_halo=0.0, cm_halo=0.0,  # no halo: neither the items' shared respondent factor nor common method
     )
 
 
