@@ -274,6 +274,7 @@ def mirror(df: pd.DataFrame, x: str, *, estimate: str = "estimate", title: str |
     unit (mean on 1-7, net score -100..100, top-2-box %); EX is blue, CX orange.
     Suppressed (missing) values are not drawn and the alt text says how many.
     """
+    _check_columns(df, ("dimension", "side", "metric", estimate, "ci_low", "ci_high", x), "mirror")
     dims = [d for d in ("Ease", "Recommendation", "Satisfaction") if d in set(df["dimension"])]
     if not dims:
         raise ValueError(f"mirror: no Ease / Recommendation / Satisfaction rows in 'dimension' ({sorted(set(df['dimension']))})")
@@ -321,7 +322,8 @@ def response_rates(rates: pd.DataFrame, *, title: str | None = "Survey response 
     :func:`cxex_lab.report.response_rates`. Wave 0 (interactions before the first
     EX wave) is left out.
     """
-    r = rates[rates["wave"] > 0] if "wave" in rates.columns else rates
+    _check_columns(rates, ("side", "wave", "rate"), "response_rates")
+    r = rates[rates["wave"] > 0]
     waves = sorted(r["wave"].unique())
     with style():
         fig = _figure(figsize=(7.5, 3.4), layout="constrained")
@@ -369,6 +371,8 @@ def company_vs_linked(
     horizontally (survey answers are whole numbers); a least-squares line is drawn
     through them.
     """
+    _check_columns(company, (x, y), "company_vs_linked (company)")
+    _check_columns(linked, (x, y), "company_vs_linked (linked)")
     c = company.dropna(subset=[x, y])
     lk = linked.dropna(subset=[x, y])
     r_c = float(np.corrcoef(c[x], c[y])[0, 1]) if len(c) > 2 else float("nan")
@@ -402,6 +406,7 @@ def power_curves(grid: pd.DataFrame, *, target: float = 0.8, alpha: float = 0.05
     ``power_ci_high``). The dashed line is the ``target`` power, the dotted one
     the false-positive rate ``alpha`` expected at effect 0.
     """
+    _check_columns(grid, ("n_units", "n_waves", "effect", "power"), "power_curves")
     waves = sorted(grid["n_waves"].unique())
     effects = sorted(grid["effect"].unique())
     with style():

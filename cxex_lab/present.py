@@ -327,8 +327,10 @@ def key_findings(table: pd.DataFrame, max_sentences: int = 4) -> list[str]:
     """The key findings of a report: 2-4 sentences from its findings table.
 
     One sentence per headline row (the rows with ``headline`` True, else the
-    first three with an estimate), then the main caveat: that of the first
-    headline row that has one. At most ``max_sentences``.
+    first three with an estimate), then the main caveat: the first sentence of
+    the caveat of the first headline row that has one (the author's caveat
+    comes before the harness's "read as an association" sentence that
+    :func:`cxex_lab.findings.findings_table` appends). At most ``max_sentences``.
     """
     if table is None or len(table) == 0:
         return []
@@ -336,9 +338,14 @@ def key_findings(table: pd.DataFrame, max_sentences: int = 4) -> list[str]:
     sentences = [finding_sentence(r) for _, r in rows.iterrows()]
     caveats = [str(c).strip() for c in rows.get("caveat", pd.Series(dtype=object)) if isinstance(c, str) and c.strip()]
     if caveats:
-        c = caveats[0]
+        c = _first_sentence(caveats[0])
         sentences.append(c if c.endswith((".", "!", "?")) else c + ".")
     return sentences[:max_sentences]
+
+
+def _first_sentence(text: str) -> str:
+    m = re.match(r"(.+?[.!?])(\s+[A-Z]|$)", text.strip(), flags=re.S)
+    return m.group(1) if m else text.strip()
 
 
 def _jsonable(v: Any) -> Any:
@@ -419,12 +426,11 @@ def note_html(text: str, title: str = "Note") -> str:
             f'<strong>{html.escape(title)}.</strong> {html.escape(text)}</div>')
 
 
-def show_notes(*sources: Any, title: str = "Note") -> list[str]:
-    """Display each note of the sources as a "Note" box; returns the notes (nothing shown when none)."""
+def show_notes(*sources: Any, title: str = "Note") -> None:
+    """Display each note of the sources as a "Note" box (nothing when there is none; see :func:`notes_of`)."""
     notes = notes_of(*sources)
     if notes:
         _display_html("".join(note_html(n, title) for n in notes), "\n".join(f"{title}: {n}" for n in notes))
-    return notes
 
 
 # --------------------------------------------------------------------------- key findings section
@@ -456,7 +462,7 @@ def findings_html(findings: Any, notes: Iterable[str] = (), title: str = "Key fi
 
 
 def show_findings(findings: Any, notes: Iterable[str] = (), *, report: str | None = None,
-                  title: str = "Key findings", details: bool = True) -> list[str]:
+                  title: str = "Key findings", details: bool = True) -> None:
     """Display the "Key findings" section and emit the findings for the runner.
 
     Parameters
@@ -471,12 +477,8 @@ def show_findings(findings: Any, notes: Iterable[str] = (), *, report: str | Non
     details : bool
         Add a collapsed table of every finding below the sentences.
 
-    Returns
-    -------
-    list of str
-        The key-finding sentences.
-
-    The display bundle holds ``text/html`` (what readers see),
+    Returns None (so that a cell ending with it shows nothing raw); the
+    sentences themselves come from :func:`key_findings`. The display bundle holds ``text/html`` (what readers see),
     ``text/plain`` (the sentences) and :data:`FINDINGS_MIME` (the JSON the runner
     reads for the landing page; not rendered).
     """
@@ -485,7 +487,6 @@ def show_findings(findings: Any, notes: Iterable[str] = (), *, report: str | Non
               "text/plain": f"{title}: " + " ".join(payload["sentences"]),
               FINDINGS_MIME: payload}
     _display_bundle(bundle)
-    return payload["sentences"]
 
 
 # --------------------------------------------------------------------------- tables
@@ -762,26 +763,25 @@ def show_figure(fig: Any, alt: str | None = None, caption: str | None = None) ->
 # --------------------------------------------------------------------------- truth check, study facts
 
 
-def show_truth(findings: Any, title: str = "Truth check (simulated data only)") -> pd.DataFrame | None:
+def show_truth(findings: Any, title: str = "Truth check (simulated data only)") -> None:
     """The truth check of a Findings (``findings.truth``) as a table; nothing on real data."""
     truth = findings if isinstance(findings, pd.DataFrame) or findings is None else getattr(findings, "truth", None)
     if truth is None or len(truth) == 0:
-        return None
+        return
     shown = truth.drop(columns=[c for c in ("key",) if c in truth.columns])
     _display_html(f'<h2 style="{_FONT};font-size:1.15rem">{html.escape(title)}</h2>' + table_html(shown), title)
-    return truth
 
 
 #: Known study facts, in the order they are stated, with their wording.
-FACT_ORDER: tuple[tuple[str, str], ...] = (
-    ("employees", "{:,} employees"),
-    ("sites", "{:,} sites"),
-    ("teams", "{:,} teams"),
-    ("waves", "{:,} EX survey waves"),
-    ("ex_answers", "{:,} EX answers"),
-    ("interactions", "{:,} customer interactions"),
-    ("cx_answers", "{:,} CX survey answers"),
-    ("customers", "{:,} customers"),
+FACT_ORDER: tuple[tuple[str, str, str], ...] = (
+    ("employees", "employee", "employees"),
+    ("sites", "site", "sites"),
+    ("teams", "team", "teams"),
+    ("waves", "EX survey wave", "EX survey waves"),
+    ("ex_answers", "EX answer", "EX answers"),
+    ("interactions", "customer interaction", "customer interactions"),
+    ("cx_answers", "CX survey answer", "CX survey answers"),
+    ("customers", "customer", "customers"),
 )
 
 
@@ -794,10 +794,10 @@ def study_sentences(facts: Mapping[str, Any]) -> list[str]:
     aside, and why).
     """
     parts = []
-    for key, fmt in FACT_ORDER:
+    for key, one, many in FACT_ORDER:
         v = facts.get(key)
         if isinstance(v, (int, float, np.integer)) and not isinstance(v, bool) and not _isnan(v):
-            parts.append(fmt.format(int(v)))
+            parts.append(f"{int(v):,} {one if int(v) == 1 else many}")
     out = []
     if parts:
         period = f" ({facts['period']})" if facts.get("period") else ""
@@ -812,7 +812,7 @@ def study_sentences(facts: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def emit_study(facts: Mapping[str, Any] | None = None, *, visible: bool = True, **more: Any) -> dict[str, Any]:
+def emit_study(facts: Mapping[str, Any] | None = None, *, visible: bool = True, **more: Any) -> None:
     """Hand study facts to the runner's landing page (and show them as a sentence).
 
     Parameters
@@ -828,7 +828,6 @@ def emit_study(facts: Mapping[str, Any] | None = None, *, visible: bool = True, 
     text = " ".join(study_sentences(f))
     shown = f'<p class="cxex-study" style="{_FONT};font-size:15px">{html.escape(text)}</p>' if visible and text else ""
     _display_bundle({"text/html": shown, "text/plain": text if visible else "", STUDY_MIME: {"facts": f}})
-    return f
 
 
 # --------------------------------------------------------------------------- display

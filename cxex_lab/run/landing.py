@@ -42,7 +42,7 @@ a{color:#0969da}p{margin:.3rem 0}
 .failed{color:#cf222e;font-weight:600}.ok{color:#1a7f37}.cached{color:#0969da}
 .msg{font-size:.9rem;color:#6e2a2a;overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #e1e4e8;
- vertical-align:top;overflow-wrap:anywhere}th{background:#f6f8fa;font-weight:600}td.num{text-align:right;white-space:nowrap}
+ vertical-align:top;overflow-wrap:anywhere}th{background:#f6f8fa;font-weight:600}td.num,th.num{text-align:right;white-space:nowrap}
 .meta{color:#57606a;font-size:.88rem}
 details{margin-top:1rem}summary{cursor:pointer;color:#57606a}
 code{font-size:.88em}
@@ -143,9 +143,10 @@ def _comparison_html(rows: Sequence[Mapping[str, Any]], key: str | None, min_gro
                     f'<td class="num">{_esc(fmt_count(r.n)) if r.n is not None else "–"}</td>'
                     f'<td class="num">{_esc(fmt_count(r.n_clusters)) if r.n_clusters is not None else "–"}</td></tr>')
     return (f'<section class="comparison" id="across-sites"><h2>The headline across sites</h2>'
-            f'<p>{_esc(first.finding)}{f" ({_esc(unit)})" if unit else ""}, estimate and 95% interval per site. '
+            f'<p>{_esc(first.finding)}{f", in {_esc(unit)}" if unit else ""}: estimate and 95% interval per site. '
             f'Sites with fewer than {min_group_size} clusters are not shown (n &lt; {min_group_size}).</p>'
-            f'<table><thead><tr><th>Site</th><th>Estimate [95% CI]</th><th>n</th><th>Clusters</th></tr></thead>'
+            f'<table><thead><tr><th>Site</th><th class="num">Estimate [95% CI]</th><th class="num">n</th>'
+            f'<th class="num">Clusters</th></tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></section>')
 
 

@@ -88,6 +88,7 @@ _RAW_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
 # only in outputs shown as plain text (an HTML table may legitimately hold braces)
 _PLAIN_RAW_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("a Python dict", re.compile(r"\{\s*['\"][^'\"\n]{1,80}['\"]\s*:")),
+    ("a Python list", re.compile(r"(?m)^\[\s*['\"]")),
     ("a numpy scalar repr", re.compile(r"\bnp\.(?:float|int|bool_|str_)\w*\(")),
     ("a raw pandas Series", re.compile(r"(?m)^(?:Name: .*, )?dtype: \w+$")),
 )
