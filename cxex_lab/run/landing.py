@@ -187,7 +187,7 @@ def _status_table(rows: Sequence[Mapping[str, Any]]) -> str:
         links = []
         if r.get("html_final"):
             links.append(f'<a href="{_esc(r["html_final"])}">report</a>')
-        if r.get("ipynb"):
+        if r.get("ipynb") and r["status"] != "failed":  # a failed notebook holds its traceback: not linked
             links.append(f'<a href="{_esc(r["ipynb"])}">notebook</a>')
         body.append(f'<tr><td>{_esc(r["notebook"])}</td><td>{_esc(r["segment"])}</td>'
                     f'<td class="{_esc(r["status"])}">{_esc(label)}</td><td class="num">{float(r["seconds"]):.1f} s</td>'
@@ -224,7 +224,7 @@ def write_index(run_dir: Path, rows: Sequence[Mapping[str, Any]], prov: Mapping[
 {_comparison_html(rows, key, min_group_size)}
 {_reports_html(rows)}
 <section id="provenance"><h2>Provenance</h2>
-<p class="meta">Data <code>{_esc(prov['data']['path'])}</code> (sha256 {_esc(prov['data']['fingerprint'][:16])}…,
+<p class="meta">Data <code>{_esc(Path(str(prov['data']['path'])).name)}</code> (sha256 {_esc(prov['data']['fingerprint'][:16])}…,
 {prov['data'].get('n_files', '?')} files) · code {_esc(rev)} · {_esc(versions)}<br>
 started {_esc(run['started_at'])} · finished {_esc(run['finished_at'])} · {float(run['seconds']):.1f} s ·
 <a href="provenance.json">provenance.json</a> (every parameter, package version and cache key)</p>
