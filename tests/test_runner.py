@@ -603,3 +603,26 @@ def test_notebook_parameters_follow_papermill(tmp_path):
         "label": ("str", "a")}
     assert declared["x"]["help"] == "effect size"
     assert coerce_parameter("x", "2", declared["x"]["type"]) == 2.0
+
+
+def test_readme_figures_takes_the_first_figure_with_its_alt(tmp_path):
+    """tools/readme_figures.py finds figures shown by present/plots (text/html) and plain PNG outputs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "tools" / "readme_figures.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 16
+    b64 = base64.b64encode(png).decode()
+    html_out = {"output_type": "display_data", "metadata": {},
+                "data": {"text/html": f'<figure><img src="data:image/png;base64,{b64}" alt="EX &amp; CX by site"></figure>',
+                         "text/plain": "EX & CX by site"}}
+    plain_out = {"output_type": "display_data", "metadata": {}, "data": {"image/png": b64}}
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, outputs in (("01_a__all", [html_out, plain_out]), ("02_b__all", [plain_out]), ("03_c__S01", [plain_out])):
+        (run / f"{name}.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": outputs}]}))
+    assert tool.main([str(run), "--out", str(tmp_path / "figs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["01_a.png", "01_a.txt", "02_b.png", "02_b.txt"]
+    assert (tmp_path / "figs" / "01_a.png").read_bytes() == png
+    assert (tmp_path / "figs" / "01_a.txt").read_text() == "EX & CX by site\n"
