@@ -52,6 +52,8 @@ COLUMNS: tuple[str, ...] = (
     "n", "n_clusters", "method", "kind", "causal", "caveat",
 )
 KINDS: tuple[str, ...] = ("effect", "association", "descriptive")
+#: Optional columns a row may carry (read by :mod:`cxex_lab.present`).
+OPTIONAL_COLUMNS: tuple[str, ...] = ("sentence", "headline")
 
 #: Harness targets a finding presented as an effect must meet.
 COVERAGE_TARGET: tuple[float, float] = (0.92, 0.98)
@@ -123,8 +125,16 @@ def finding(
     method: str,
     kind: str,
     caveat: str = "",
+    sentence: str | None = None,
+    headline: bool = False,
 ) -> dict[str, Any]:
-    """One row of a findings table (``causal`` is filled in by :func:`findings_table`)."""
+    """One row of a findings table (``causal`` is filled in by :func:`findings_table`).
+
+    ``sentence`` is an optional template for the report's key-finding sentence
+    (placeholders in :mod:`cxex_lab.present`: ``{value}``, ``{interval}``,
+    ``{unit}``, ``{link}``, ``{sign:up|down}``, ...); ``headline`` marks the rows
+    the "Key findings" section and the landing page state first.
+    """
     if kind not in KINDS:
         raise ValueError(f"finding {key!r}: kind must be one of {KINDS}, got {kind!r}")
     return {
@@ -133,7 +143,7 @@ def finding(
         "ci_low": float(ci_low) if ci_low is not None else np.nan,
         "ci_high": float(ci_high) if ci_high is not None else np.nan,
         "unit": unit, "n": n, "n_clusters": n_clusters, "method": method, "kind": kind,
-        "causal": False, "caveat": caveat,
+        "causal": False, "caveat": caveat, "sentence": sentence, "headline": bool(headline),
     }
 
 
@@ -159,7 +169,8 @@ def findings_table(rows: Iterable[Mapping[str, Any]], harness: Mapping[str, Mapp
                 why = _why_not(v)
                 r["caveat"] = (r["caveat"] + " " if r["caveat"] else "") + why
         out.append(r)
-    df = pd.DataFrame(out, columns=list(COLUMNS))
+    extra = [c for c in OPTIONAL_COLUMNS if any(c in r for r in out)]
+    df = pd.DataFrame(out, columns=list(COLUMNS) + extra)
     for c in ("n", "n_clusters"):
         df[c] = pd.array(df[c], dtype="Int64")
     df["causal"] = df["causal"].astype(bool)
