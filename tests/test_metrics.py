@@ -237,23 +237,60 @@ def test_mirror_by_site_shape_and_columns(by_site):
 
 @pytest.mark.parametrize("site", ["S01", "S02", "S03"])
 def test_mirror_cx_matches_the_raw_joined_answers(mirror_study, by_site, site):
+    # the default clusters by agent: the single-group functions with the agent of each answer as its cluster
     raw = _cx_joined(mirror_study)
     raw = raw[raw["site_id"] == site]
-    cols = ["estimate", "se", "ci_low", "ci_high", "n"]
+    cols = ["estimate", "se", "ci_low", "ci_high", "n", "n_clusters", "deff", "df"]
     for metric, func in (("NPS", nps), ("CSAT", csat), ("CES", ces)):
         col = metric.lower()
         got = by_site.query("site_id == @site and metric == @metric")[cols].astype(float).iloc[0]
-        expect = func(raw[col])[cols].astype(float).iloc[0]
+        expect = func(raw[col], cluster=raw["employee_id"])[cols].astype(float).iloc[0]
         pd.testing.assert_series_equal(got, expect, check_names=False, rtol=1e-12)
+        assert got["n_clusters"] == raw["employee_id"].nunique()
 
 
-def test_mirror_ex_matches_the_raw_answers(mirror_study, by_site):
+def test_mirror_without_clustering_gives_the_independent_answer_intervals(mirror_study):
+    raw = _cx_joined(mirror_study)
+    raw = raw[raw["site_id"] == "S02"]
+    tab = mirror(mirror_study, by="site_id", cluster=None)
+    cols = ["estimate", "se", "ci_low", "ci_high", "n"]
+    for metric, func in (("NPS", nps), ("CSAT", csat), ("CES", ces)):
+        got = tab.query("site_id == 'S02' and metric == @metric")[cols].astype(float).iloc[0]
+        expect = func(raw[metric.lower()])[cols].astype(float).iloc[0]
+        pd.testing.assert_series_equal(got, expect, check_names=False, rtol=1e-12)
+    assert tab["cluster"].isna().all()
+
+
+def test_mirror_by_team_cluster_matches_team_labels(mirror_study):
+    raw = _cx_joined(mirror_study)
+    raw = raw[raw["site_id"] == "S03"]
+    tab = mirror(mirror_study, by="site_id", cluster="team_id")
+    got = tab.query("site_id == 'S03' and metric == 'NPS'").iloc[0]
+    expect = nps(raw["nps"], cluster=raw["team_id"]).iloc[0]
+    assert (got["estimate"], got["se"], got["ci_low"], got["ci_high"]) == pytest.approx(
+        (expect["estimate"], expect["se"], expect["ci_low"], expect["ci_high"]), rel=1e-12)
+    assert got["n_clusters"] == raw["team_id"].nunique() and got["cluster"] == "team_id"
+
+
+def test_mirror_ex_shows_one_wave_never_pooled(mirror_study, by_site):
     s = mirror_study
     ex = s.ex_responses.merge(s.employees[["employee_id", "site_id"]], on="employee_id")
-    ex = ex[ex["site_id"] == "S01"]
+    latest = ex["wave"].max()
+    site = ex[(ex["site_id"] == "S01") & (ex["wave"] == latest)]
     got = by_site.query("site_id == 'S01' and metric == 'eNPS'").iloc[0]
-    assert got["estimate"] == pytest.approx(enps(ex["enps"])["estimate"].item())
-    assert got["n"] == len(ex) and got["n_respondents"] == ex["employee_id"].nunique()
+    expect = enps(site["enps"], cluster=site["employee_id"]).iloc[0]
+    assert got["estimate"] == pytest.approx(expect["estimate"]) and got["se"] == pytest.approx(expect["se"])
+    assert got["n"] == len(site) and got["n_respondents"] == site["employee_id"].nunique()
+    assert got["basis"] == f"wave {latest}"
+    assert set(by_site.loc[by_site["side"] == "CX", "basis"]) == {"all interactions"}
+    # each EX answer of another wave is in the ledger, so nothing is dropped silently
+    led = ledger_of(by_site)
+    other = led[led["rule"].str.startswith(f"answer from another wave than wave {latest}")]
+    assert other["rows_excluded"].item() == int((ex["wave"] != latest).sum())
+    # an earlier wave on request
+    first = mirror(s, by="site_id", ex_wave=1).query("site_id == 'S01' and metric == 'eNPS'").iloc[0]
+    w1 = ex[(ex["site_id"] == "S01") & (ex["wave"] == 1)]
+    assert first["n"] == len(w1) and first["basis"] == "wave 1"
 
 
 def test_mirror_counts_orphan_responses_in_the_ledger(by_site):
@@ -279,8 +316,8 @@ def test_mirror_suppresses_small_groups(mirror_study):
     assert tab[["estimate", "ci_low", "ci_high", "n"]].isna().all().all()
     led = ledger_of(tab)
     assert led.loc[led["table"] == "mirror", "rows_excluded"].item() == len(tab)
-    # a moderate minimum leaves the big groups alone
-    assert not mirror(mirror_study, by="site_id", min_group_size=15)["suppressed"].any()
+    # a moderate minimum leaves the big groups alone (EX rows rest on the 12-14 respondents of the latest wave)
+    assert not mirror(mirror_study, by="site_id", min_group_size=10)["suppressed"].any()
 
 
 def test_mirror_by_team_never_shows_a_small_group(mirror_study):
@@ -333,6 +370,12 @@ def test_mirror_bad_arguments(mirror_study):
         mirror(mirror_study, by="employee_id")
     with pytest.raises(ValueError, match=r"period must be None or 'wave', got 'month'"):
         mirror(mirror_study, period="month")
+    with pytest.raises(ValueError, match=r"cluster must be 'employee_id' \(the agent\), 'team_id' or None"):
+        mirror(mirror_study, cluster="site_id")
+    with pytest.raises(ValueError, match=r"by='team_id' with cluster='team_id' leaves one cluster per group"):
+        mirror(mirror_study, by="team_id", cluster="team_id")
+    with pytest.raises(ValueError, match=r"ex_wave=9 is not among the waves with EX answers \[1, 2, 3\]"):
+        mirror(mirror_study, ex_wave=9)
     with pytest.raises(ValueError, match="min_group_size must be a whole number >= 1"):
         mirror(mirror_study, min_group_size=0)
     s = mirror_study
