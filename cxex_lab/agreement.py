@@ -304,6 +304,8 @@ def _reading(icc2: float, rwg_mean: float) -> tuple[str, str]:
 
 
 def _composition(group: str, wave: str | None, w: Any, person: str | None, max_per_person: int | None) -> str:
+    if isinstance(w, (float, np.floating)) and float(w).is_integer():
+        w = int(w)
     if wave is not None:
         return (f"person in {group} within {wave} {w}: one answer per person in this {wave}, each person in the "
                 f"{group} they belong to (direct consensus)")
