@@ -599,7 +599,8 @@ def metric_from_cluster_stats(
     DataFrame
         One row per group: the group columns, ``statistic`` (label),
         ``estimate``, ``se``, ``ci_low``, ``ci_high`` (on the reported scale:
-        x100 for net scores and shares), ``n`` (answers), ``n_clusters``,
+        x100 for net scores and shares), ``n`` (answers), ``n_clusters``
+        (= ``n`` without ``cluster``: every answer its own unit),
         ``deff`` (design effect: clustered variance / independent-answers
         variance), ``n_eff`` (effective sample size n / deff, with deff
         floored at 1), ``df`` (degrees of freedom of the t quantile; infinite
