@@ -116,7 +116,9 @@ calls than fit has its idle and break times compressed). With the defaults
 twelve calls a few minutes apart (start to start: median about 10 minutes), so a
 study is read as *a sample of logged working days per agent and quarter*; a full
 day (20-60 contacts) is ``calls_per_day=40`` with ``interactions_per_wave`` raised to
-match. Interactions after the employee's exit are dropped. First-contact resolution
+match. An agent who leaves during a period works its working days up to the exit
+day: the period's count is thinned (binomially) to that share of the period's working
+days, and the calls of the exit day after the exit time are dropped. First-contact resolution
 and transfer are Bernoulli with the employee-wave rates, handle time is log-normal
 around the employee-wave mean.
 
@@ -1298,16 +1300,27 @@ def _site_chunk(plan: _Plan, s: int, offset: int, want: set[str], latent: bool) 
     counts = rng.poisson(float(p["interactions_per_wave"]), size=(len(emp), n_w))
     ap_loc, ap_wave = np.nonzero(counts)  # agent-periods with calls, by agent then period
     ap_n = counts[ap_loc, ap_wave]
+    # an agent who leaves works only the working days up to the exit day: the period's calls
+    # are thinned to that share of its working days (always drawn: p = 1 keeps every call)
+    ap_exit = plan.exit_period[emp[ap_loc]] - 1  # 0-based period of the exit (n_w: never)
+    exit_day = (plan.exit_sec[emp[ap_loc]] - ap_exit * plan.wave_days * 86400) // 86400
+    ap_nwd = plan.wd_n[ap_wave].copy()
+    leaving = ap_exit == ap_wave
+    ap_nwd[leaving] = (plan.wd_off[ap_wave[leaving]] <= exit_day[leaving, None]).sum(axis=1)
+    ap_nwd[ap_exit < ap_wave] = 0
+    ap_n = rng.binomial(ap_n, ap_nwd / plan.wd_n[ap_wave])
+    has = ap_n > 0
+    ap_loc, ap_wave, ap_n, ap_nwd = ap_loc[has], ap_wave[has], ap_n[has], ap_nwd[has]
     k_loc = np.repeat(ap_loc, ap_n)
     k_wave = np.repeat(ap_wave, ap_n)
     aht_mean = ops[emp[k_loc], k_wave, 1]
     aht_min = aht_mean * np.exp(rng.normal(-0.5 * p["aht_log_sd"] ** 2, p["aht_log_sd"], len(k_loc)))
     handle_seconds = np.maximum(20, np.round(aht_min * 60)).astype("int64")
     # working days and clock times (calls come out ordered by agent, period, day, time)
-    sch = _schedule(rng, p, ap_n, plan.wd_off[ap_wave], plan.wd_n[ap_wave], handle_seconds)
+    sch = _schedule(rng, p, ap_n, plan.wd_off[ap_wave], ap_nwd, handle_seconds)
     k_loc, k_wave, handle_seconds = k_loc[sch["order"]], k_wave[sch["order"]], handle_seconds[sch["order"]]
     seconds = k_wave.astype(np.int64) * (plan.wave_days * 86400) + sch["seconds"]
-    # drop interactions after the employee's exit
+    # drop interactions after the employee's exit (on the exit day)
     keep = seconds < plan.exit_sec[emp[k_loc]]
     k_loc, k_wave, handle_seconds, seconds = k_loc[keep], k_wave[keep], handle_seconds[keep], seconds[keep]
     day_id = pd.factorize(sch["day_id"][keep], sort=False)[0] if keep.any() else np.zeros(0, dtype=np.int64)

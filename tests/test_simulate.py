@@ -651,3 +651,25 @@ def test_bad_working_day_parameters_are_rejected():
     ):
         with pytest.raises(ValueError, match=msg):
             simulate_study(n_sites=1, n_employees=5, n_waves=1, **kw)
+
+
+def test_an_agent_who_leaves_works_the_days_up_to_the_exit():
+    s = simulate_study(n_sites=4, n_employees=2000, n_waves=2, seed=15, latent=True, attrition_rate=0.3)
+    li, emp = s.latent["interactions"], s.employees.set_index("employee_id")
+    opens = pd.to_datetime(s.truth["study"]["wave_open"])
+    rows = []
+    for eid, ex in emp["exit_date"].dropna().items():
+        w = int(np.searchsorted(opens, ex, side="right"))  # the exit's period (1-based)
+        days = pd.bdate_range(opens[w - 1], opens[w - 1] + pd.Timedelta(days=DEFAULT_PARAMS["wave_days"] - 1))
+        share = (days <= ex.normalize()).mean()
+        n = int(((li["employee_id"] == eid) & (li["wave"] == w)).sum())
+        rows.append((share, n))
+    df = pd.DataFrame(rows, columns=["share", "n"])
+    assert len(df) > 300
+    # calls in the exit period in proportion to the working days employed (minus the exit
+    # day's calls after the exit time: at most one day's worth)
+    expected = DEFAULT_PARAMS["interactions_per_wave"] * df["share"]
+    ratio = df["n"].sum() / expected.sum()
+    assert 0.9 < ratio < 1.02, ratio
+    # anyone who worked a quarter of the period has calls in it
+    assert (df.loc[df["share"] > 0.25, "n"] > 0).mean() > 0.98
