@@ -1383,7 +1383,17 @@ def _site_chunk(plan: _Plan, s: int, offset: int, want: set[str], latent: bool) 
     nps = _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "nps", cs)
     ces = _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "ces", cs)
 
-    out: dict[str, Any] = {"n": n_int, "n_days": n_days, "customer": cust, "wave": k_wave, "y": y - mu_cx}
+    # this site's within-day pairs: sums of the carry-over coefficient lambda_k * decay_k (all, by gap bin)
+    wd = ~new_day
+    carried = (lam_k * decay)[wd]
+    wd_bin = np.searchsorted(np.asarray(_GAP_BINS), gap_min[wd], side="right")
+    spill_sums = np.zeros((len(_GAP_LABELS) + 1, 2))
+    spill_sums[0] = carried.sum(), len(carried)
+    spill_sums[1:, 0] = np.bincount(wd_bin, weights=carried, minlength=len(_GAP_LABELS))
+    spill_sums[1:, 1] = np.bincount(wd_bin, minlength=len(_GAP_LABELS))
+    out: dict[str, Any] = {
+        "n": n_int, "n_days": n_days, "spill_sums": spill_sums, "customer": cust, "wave": k_wave, "y": y - mu_cx,
+    }
     numbers = offset + 1 + np.arange(n_int)
     int_ids = _ids("I", numbers, plan.int_width) if (want & {"interactions", "cx_responses"} or latent) else None
     started = _us(plan.start_us, seconds)
@@ -1488,8 +1498,34 @@ def _latent_employee_waves(plan: _Plan) -> pd.DataFrame:
     return ew
 
 
+def _realised_spillover(sums: np.ndarray | None) -> dict[str, Any] | None:
+    """This study's within-day pairs: mean carry-over coefficient, overall and by gap bin."""
+    if sums is None:
+        return None
+
+    def mean(row: np.ndarray) -> float | None:
+        return float(row[0] / row[1]) if row[1] > 0 else None
+
+    return {
+        "n_within_day_pairs": int(sums[0, 1]),
+        "carry_over_within_day": mean(sums[0]),
+        "n_pairs_by_gap": {lab: int(sums[i + 1, 1]) for i, lab in enumerate(_GAP_LABELS)},
+        "carry_over_by_gap": {lab: mean(sums[i + 1]) for i, lab in enumerate(_GAP_LABELS)},
+        "derivation": "Mean of lambda_k * 0.5**(gap_k / spillover_halflife_minutes) over this study's "
+        "consecutive same-day pairs of an agent (every interaction, surveyed or not), overall and by "
+        "start-to-start gap bin. It differs from derived['spillover_gap'] (the population value) by the "
+        "sampling of the agents' empowerment and insight items (team climates): the target of an "
+        "estimator on this study's latent CX.",
+    }
+
+
 def _truth(
-    plan: _Plan, params: dict[str, Any], n_interactions: int | None, n_orphans: int, n_agent_days: int | None = None
+    plan: _Plan,
+    params: dict[str, Any],
+    n_interactions: int | None,
+    n_orphans: int,
+    n_agent_days: int | None = None,
+    spill_sums: np.ndarray | None = None,
 ) -> dict[str, Any]:
     truth = derive_truth(params)
     truth["study"] = {
@@ -1503,6 +1539,7 @@ def _truth(
         "n_agent_days": n_agent_days,
         "working_days": "Monday-Friday; each agent-period's interactions fall on about "
         "interactions_per_wave / calls_per_day of its working days",
+        "spillover_realised": _realised_spillover(spill_sums),
         "n_customers": plan.n_cust,
         "cx_responses_orphaned": n_orphans,
         "site_effects": {f"S{i + 1:02d}": float(u) for i, u in enumerate(plan.proc["site_effects"])},
@@ -1608,6 +1645,7 @@ def simulate_study(
     plan = _plan(n_sites, n_employees, n_waves, seed, site_effects, params, customers=need_int)
     built: dict[str, list[pd.DataFrame]] = {"interactions": [], "cx_responses": [], "latent_interactions": []}
     n_int, n_days, n_orphans = 0, 0, 0
+    spill_sums = np.zeros((len(_GAP_LABELS) + 1, 2))
     orphans = None
     if "customer_outcomes" in want:
         sums = np.zeros((n_waves, plan.n_cust))
@@ -1617,6 +1655,7 @@ def simulate_study(
             ch = _site_chunk(plan, s, n_int, want, latent)
             n_int += ch["n"]
             n_days += ch["n_days"]
+            spill_sums += ch["spill_sums"]
             for name in built:
                 if name in ch:
                     built[name].append(ch[name])
@@ -1639,7 +1678,10 @@ def simulate_study(
     for name in _ALL_TABLES:
         if name not in want:
             out[name] = _empty_like_contract(name)
-    truth = _truth(plan, params, n_int if need_int else None, n_orphans, n_days if need_int else None)
+    truth = _truth(
+        plan, params, n_int if need_int else None, n_orphans, n_days if need_int else None,
+        spill_sums if need_int else None,
+    )
     study = Study(**out, truth=truth)
     if latent:
         study.latent = {"employee_waves": _latent_employee_waves(plan)}
@@ -1744,11 +1786,13 @@ def write_study(
     sums = np.zeros((n_waves, plan.n_cust))
     counts = np.zeros((n_waves, plan.n_cust), dtype=np.int32)
     n_int, n_days, orphans = 0, 0, None
+    spill_sums = np.zeros((len(_GAP_LABELS) + 1, 2))
     try:
         for s in range(n_sites):
             ch = _site_chunk(plan, s, n_int, want, latent)
             n_int += ch["n"]
             n_days += ch["n_days"]
+            spill_sums += ch["spill_sums"]
             for name in ("interactions", "cx_responses", "latent_interactions"):
                 if name in ch:
                     writers[name].write(ch[name])
@@ -1767,7 +1811,7 @@ def write_study(
     finally:
         for name, w in writers.items():
             w.close(name if name in _ALL_TABLES else None)
-    truth = _truth(plan, params, n_int, 0 if orphans is None else len(orphans), n_days)
+    truth = _truth(plan, params, n_int, 0 if orphans is None else len(orphans), n_days, spill_sums)
     (path / "truth.json").write_text(json.dumps(truth, indent=2, default=str) + "\n")
     if progress is not None:
         progress(f"wrote {n_int:,} interactions, {writers['customer_outcomes'].rows:,} customer-periods to {path}")

@@ -592,6 +592,15 @@ def test_decay_truth_by_gap_bin_matches_the_realised_pairs(workday_study):
     for e, v in g["by_empowerment_within_day"].items():
         assert v == pytest.approx(emp[e] * g["mean_decay_within_day"])
     assert 0.8 < g["mean_decay_within_day"] < 0.9 and g["halflife_minutes"] == 60.0
+    # the study's own realised value: the mean carry-over coefficient of its same-day pairs
+    real = s.truth["study"]["spillover_realised"]
+    carried = sd["spillover_lambda"] * sd["spillover_decay"]
+    assert real["n_within_day_pairs"] == len(sd)
+    assert real["carry_over_within_day"] == pytest.approx(carried.mean(), rel=1e-9)
+    for i, label in enumerate(real["n_pairs_by_gap"]):
+        assert real["n_pairs_by_gap"][label] == int((b == i).sum())
+        if (b == i).any():
+            assert real["carry_over_by_gap"][label] == pytest.approx(carried[b == i].mean(), rel=1e-9)
 
 
 def test_without_decay_the_carry_over_runs_by_position():
