@@ -411,7 +411,7 @@ def _merge_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"simulate: unknown parameter(s) {unknown}. Valid parameters: {sorted(DEFAULT_PARAMS)}"
         )
-    p = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_PARAMS.items()}
+    p = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v) for k, v in DEFAULT_PARAMS.items()}
     for key, value in params.items():
         if isinstance(DEFAULT_PARAMS[key], dict):
             if not isinstance(value, dict):
@@ -1159,9 +1159,9 @@ def _plan(
     # exit time in seconds after the study start (exactly the exit_date of the employees table)
     exit_us = employees["exit_date"].to_numpy(dtype="datetime64[us]")
     start_us = int(np.datetime64(start.to_datetime64(), "us").astype(np.int64))
-    exit_sec = np.where(
-        np.isnat(exit_us), np.iinfo(np.int64).max, (exit_us.astype(np.int64) - start_us) // 1_000_000
-    )
+    exit_sec = np.full(n, np.iinfo(np.int64).max)
+    gone = ~np.isnat(exit_us)
+    exit_sec[gone] = (exit_us[gone].astype(np.int64) - start_us) // 1_000_000
     return _Plan(
         wd_off=wd_off, wd_n=wd_n, exit_sec=exit_sec,
         p=p, n_sites=n_sites, n_employees=n, n_waves=n_waves, seed=seed, site_effects=site_effects,
