@@ -102,24 +102,61 @@ estimates, while a model with :math:`c_{w-1} \times (ins_{w-1} - \bar c)` recove
 confounding that biases the classic CLPM). The process starts 30 waves before
 wave 1 (burn-in) so wave 1 is drawn from the stationary distribution.
 
-**Interactions.** Each active employee-period has Poisson(``interactions_per_wave``)
-interactions at uniform times. First-contact resolution and transfer are
-Bernoulli with the employee-wave rates, handle time is log-normal around the
-employee-wave mean. The latent CX of interaction :math:`k` is
+**Working days.** Each active employee-period has Poisson(``interactions_per_wave``)
+interactions :math:`n`. They fall on :math:`D = \mathrm{clip}(\mathrm{round}(n /`
+``calls_per_day``:math:`), 1, \text{working days})` distinct Monday-Friday days of the
+period, drawn uniformly; each interaction goes to one of these days at random (so a
+day's count varies around ``calls_per_day``). A day starts at a uniform time within
+``shift_start_hours`` (08:00-10:00); the next call starts after the previous call's
+handle time, an idle time (log-normal, mean ``idle_minutes``, log sd
+``idle_log_sd``) and, with probability ``break_prob``, a break (log-normal, mean
+``break_minutes``, log sd 0.5). Every call of a day starts by 23:00 (a day with more
+calls than fit has its idle and break times compressed). With the defaults
+(50 a quarter, 12 a day) an agent-quarter is about four logged working days of about
+twelve calls a few minutes apart (start to start: median about 10 minutes), so a
+study is read as *a sample of logged working days per agent and quarter*; a full
+day (20-60 contacts) is ``calls_per_day=40`` with ``interactions_per_wave`` raised to
+match. An agent who leaves during a period works its working days up to the exit
+day: the period's count is thinned (binomially) to that share of the period's working
+days, and the calls of the exit day after the exit time are dropped. First-contact resolution
+and transfer are Bernoulli with the employee-wave rates, handle time is log-normal
+around the employee-wave mean.
+
+**Interactions.** The latent CX of interaction :math:`k` (agent :math:`i`, wave
+:math:`w`, day :math:`d`, start time :math:`t_k`) is
 
 .. math::
 
-    y_k = CX_{iw} + o_k + \lambda_k\, (y_{k-1} - CX_{i,w(k-1)}) + \epsilon_k, \qquad
-    \lambda_k = \lambda_0 + \lambda_{emp} (emp_{iw} - 3) + \lambda_{ins} (ins_{iw} - 3)
+    y_k &= CX_{iw} + s_k + o_k + \lambda_k\, 2^{-g_k / h}\, (y_{k-1} - CX_{i,w(k-1)} - s_{k-1}) + \epsilon_k, \\
+    \lambda_k &= \lambda_0 + \lambda_{emp} (emp_{iw} - 3) + \lambda_{ins} (ins_{iw} - 3)
 
 where :math:`o_k` is the interaction's own (mean-zero) operational deviation
 :math:`b_{fcr}(fcr_k - rate) + b_{tr}(tr_k - rate) + b_{aht}(aht_k - \overline{aht})`:
 the *vicious circle*, a mean-zero carry-over from the same agent's previous
 interaction that shrinks with empowerment and with access to customer insight
 (``spillover``, ``spillover_empowerment``, ``insight_spillover``; :math:`emp_{iw}`
-and :math:`ins_{iw}` are the agent's causal items of the current wave). CSAT (1-5), NPS (0-10) and CES (1-7, higher =
-easier) are ordinal cuts of :math:`y_k + N(0, \sigma_{item})`. Extremes respond
-more: response probability is ``cx_response_rate`` scaled by
+and :math:`ins_{iw}` are the agent's causal items of the current wave) and **decays
+with the gap** :math:`g_k` (minutes, start to start, from the agent's previous
+interaction) with half-life :math:`h` = ``spillover_halflife_minutes`` (60): back-to-back
+calls carry almost :math:`\lambda_k`, a call an hour later half of it, and overnight
+(at least 9 hours) it vanishes (factor <= 0.002). ``spillover_halflife_minutes=None``
+(or 0) removes the decay: the carry-over runs by position, across days and periods.
+:math:`s_k` is an optional **within-day state** (fatigue, queue load, an outage),
+default 0:
+
+.. math:: s_k = \sigma_{day}\, z_{id} + \sigma_{drift}\, W_{id}(t_k - t_{id,0}),
+          \qquad P(tr_k = 1) = \mathrm{clip}(rate - \gamma\, s_k, 0, 1)
+
+with :math:`z_{id} \sim N(0,1)` one level per agent-day (``day_state_sd``, shifts all
+of that day's interactions together), :math:`W_{id}` a Brownian motion in clock hours
+from the day's first call (``day_drift_sd`` per :math:`\sqrt{h}`: drifts within the
+day) and :math:`\gamma` = ``day_state_transfer`` (a bad state raises transfers). The
+state is not carried over (it persists by itself); it makes consecutive customers of
+one day alike without any carry-over. Agent x day fixed effects absorb the level; the
+drift remains and is what the shock lead placebo of
+:func:`cxex_lab.models.spillover.spillover` detects. CSAT (1-5), NPS (0-10) and CES
+(1-7, higher = easier) are ordinal cuts of :math:`y_k + N(0, \sigma_{item})`.
+Extremes respond more: response probability is ``cx_response_rate`` scaled by
 :math:`1 + \text{extremity}(|z_k| - E|z|)`.
 
 **Loyalty.** Customers (a heavy-tailed mix of frequent and rare callers) have
@@ -151,10 +188,11 @@ Truth
 ``Study.truth`` (and ``truth.json`` in a saved study) holds ``params`` (every
 parameter), ``derived`` (estimands: within-unit lags, the mediation paths and
 indirect effects, the between-unit correlation of the random intercepts, the
-spillover by empowerment and insight level, the CX -> EX cross-lag by insight
-level, the driver weights, the common-method share, loyalty coefficients and
+spillover by empowerment and insight level (at gap 0), the carry-over by gap bin and
+within the day (``spillover_gap``), the within-day state (``day_state``), the CX -> EX
+cross-lag by insight level, the driver weights, the common-method share, loyalty coefficients and
 their timing), ``derivation`` (how each derived value follows from the
-parameters), ``study`` (size, wave openings, numbers of interactions and
+parameters), ``study`` (size, wave openings, numbers of interactions, agent-days and
 customers, the realised site effects) and ``observed``: empty here, it is where
 the coverage harness records each finding's observed-scale truth (the value its
 estimator converges to on the observed pipeline) as
@@ -266,6 +304,24 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "insight_spillover": -0.04,  # carry-over per point of insight access above 3
     "aht_log_sd": 0.35,
     "channel_probs": {"voice": 0.6, "chat": 0.3, "email": 0.1},
+    # working days: the interactions of an agent-period fall on about
+    # interactions_per_wave / calls_per_day Monday-Friday days of the period, each day
+    # a run of calls from a shift start; start-to-start gap = handle time + idle + break
+    "calls_per_day": 12.0,
+    "shift_start_hours": [8.0, 10.0],  # first call of the day: uniform between these hours
+    "idle_minutes": 3.0,  # mean idle time from the end of a call to the next (log-normal)
+    "idle_log_sd": 0.8,
+    "break_prob": 0.1,  # chance that a break (lunch, coaching, offline work) precedes a call
+    "break_minutes": 45.0,  # mean break length (log-normal, log sd 0.5)
+    # the carry-over from the previous interaction decays with the start-to-start gap:
+    # lambda_k * 0.5 ** (gap_minutes / halflife); None or 0 = no decay (by position)
+    "spillover_halflife_minutes": 60.0,
+    # within-day state (default off): an agent-day level shift and a drift over the day
+    # (Brownian, sd per sqrt(hour)) added to the latent CX of that day's interactions;
+    # day_state_transfer: transfer probability per unit of state below 0
+    "day_state_sd": 0.0,
+    "day_drift_sd": 0.0,
+    "day_state_transfer": 0.0,
     # measurement (latent -> ordinal survey answers)
     "cx_item_sd": 0.5,
     "ex_item_sd": 0.35,
@@ -305,6 +361,17 @@ _SCALE_TARGETS: dict[str, list[float]] = {
 }
 _SCALE_LOW = {"csat": 1, "nps": 0, "ces": 1, "enps": 0, "esat": 1, "ees": 1, "tp": 1}
 _BURN_IN = 30
+# Working days: every call of a day starts by 23:00 (a day with more calls than fit
+# has its idle and break times compressed), so an overnight gap is at least
+# 23:00 -> shift_start_hours[0] of a later day.
+_DAY_END_SECONDS = 23 * 3600
+_BREAK_LOG_SD = 0.5
+# Gap bins (minutes) of the decay truth: those of cxex_lab.models.spillover's default.
+_GAP_BINS = (10.0, 60.0, 240.0)
+_GAP_LABELS = ("< 10 min", "10 min to 1 h", "1 h to 4 h", ">= 4 h")
+_GAP_DRAW_CALLS = 100_000  # calls of the fixed-seed draw behind the decay truth
+_GAP_MIN_DRAW_PAIRS = 200  # a gap bin with fewer pairs in that draw gets no decay truth (None)
+_GAP_DRAW_SEED = 20_260_101
 
 
 def _thresholds(name: str, sd: float) -> np.ndarray:
@@ -344,7 +411,7 @@ def _merge_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"simulate: unknown parameter(s) {unknown}. Valid parameters: {sorted(DEFAULT_PARAMS)}"
         )
-    p = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_PARAMS.items()}
+    p = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v) for k, v in DEFAULT_PARAMS.items()}
     for key, value in params.items():
         if isinstance(DEFAULT_PARAMS[key], dict):
             if not isinstance(value, dict):
@@ -372,7 +439,41 @@ def _merge_params(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"simulate: cm_halo must be >= 0 (0 = no common-method halo), got {p['cm_halo']}")
     if not 0 <= p["tp_halo"] < 1:
         raise ValueError(f"simulate: tp_halo must be in [0, 1), got {p['tp_halo']}")
+    _check_workday_params(p)
     return p
+
+
+def _check_workday_params(p: dict[str, Any]) -> None:
+    """Working-day schedule, decay and within-day state parameters: ValueError naming the rule."""
+    def num(name: str) -> float:
+        v = p[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"simulate: parameter {name!r} must be a finite number, got {v!r}")
+        return float(v)
+
+    if num("calls_per_day") <= 0:
+        raise ValueError(f"simulate: calls_per_day must be > 0 (calls on a logged working day), got {p['calls_per_day']}")
+    for name in ("idle_minutes", "break_minutes", "idle_log_sd", "day_state_sd", "day_drift_sd", "day_state_transfer"):
+        if num(name) < 0:
+            raise ValueError(f"simulate: {name} must be >= 0, got {p[name]}")
+    if not 0 <= num("break_prob") <= 1:
+        raise ValueError(f"simulate: break_prob must be in [0, 1], got {p['break_prob']}")
+    h = p["spillover_halflife_minutes"]
+    if h is not None and (num("spillover_halflife_minutes") < 0):
+        raise ValueError(
+            f"simulate: spillover_halflife_minutes must be > 0, or None / 0 for no decay (carry-over by "
+            f"position), got {h}"
+        )
+    sh = p["shift_start_hours"]
+    try:
+        lo, hi = (float(v) for v in sh)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"simulate: shift_start_hours must be two hours [earliest, latest], got {sh!r}") from err
+    if not 0 <= lo <= hi < _DAY_END_SECONDS / 3600:
+        raise ValueError(
+            f"simulate: shift_start_hours must satisfy 0 <= earliest <= latest < {_DAY_END_SECONDS / 3600:g} "
+            f"(calls of a day start by {_DAY_END_SECONDS // 3600}:00), got {sh!r}"
+        )
 
 
 def _total_contemporaneous(p: dict[str, Any]) -> float:
@@ -591,6 +692,60 @@ def simulate_panel(
 
 
 # --------------------------------------------------------------------------- truth
+def _gap_profile(p: dict[str, Any]) -> dict[str, Any]:
+    """Within-day gaps and their decay factors, from a fixed-seed draw of the simulator's schedule.
+
+    Agents' mean handle times are drawn N(ops_base[aht], ops_sd[aht]): the spread that latent
+    EX adds (ex_to_ops[aht]) and a study's site effects move the decay factors by < 0.001
+    (checked against the realised pairs of a 360k-interaction study).
+    """
+    aht_sd = float(p["ops_sd"]["aht"])
+    n_wd = len(_workdays(pd.Timestamp(p["start_date"]), int(p["wave_days"]), 1)[0])
+    half = p["spillover_halflife_minutes"]
+    key = (
+        float(p["interactions_per_wave"]), float(p["calls_per_day"]), tuple(float(v) for v in p["shift_start_hours"]),
+        float(p["idle_minutes"]), float(p["idle_log_sd"]), float(p["break_prob"]), float(p["break_minutes"]),
+        float(half) if half else 0.0, float(p["ops_base"]["aht"]), aht_sd, float(p["aht_log_sd"]), n_wd,
+    )
+    return _gap_profile_cached(key)
+
+
+@functools.lru_cache(maxsize=32)
+def _gap_profile_cached(key: tuple) -> dict[str, Any]:
+    ipw, cpd, shift, idle, idle_sd, brk_p, brk_min, half, aht_base, aht_sd, aht_log_sd, n_wd = key
+    p = {"calls_per_day": cpd, "shift_start_hours": shift, "idle_minutes": idle, "idle_log_sd": idle_sd,
+         "break_prob": brk_p, "break_minutes": brk_min}
+    rng = np.random.default_rng(_GAP_DRAW_SEED)
+    m = int(min(200_000, math.ceil(_GAP_DRAW_CALLS / max(ipw, 1e-9))))
+    ap_n = rng.poisson(ipw, m)
+    ap_n = ap_n[ap_n > 0]
+    n_days = np.clip(np.rint(ap_n / cpd), 1, n_wd).astype(np.int64)
+    k = int(n_days.max()) if len(ap_n) else 1
+    aht = np.maximum(1.0, aht_base + aht_sd * rng.standard_normal(len(ap_n)))
+    calls_aht = np.repeat(aht, ap_n)
+    handle = np.maximum(20, np.round(calls_aht * np.exp(rng.normal(-0.5 * aht_log_sd**2, aht_log_sd, len(calls_aht))) * 60))
+    sch = _schedule(
+        rng, p, ap_n, np.tile(np.arange(k), (len(ap_n), 1)), np.full(len(ap_n), n_wd), handle.astype(np.int64)
+    )
+    within = ~sch["new_day"]
+    gap = (np.diff(sch["seconds"]) / 60.0)[within[1:]] if len(within) else np.zeros(0)
+    decay = np.exp2(-gap / half) if half else np.ones(len(gap))
+    b = np.searchsorted(np.asarray(_GAP_BINS), gap, side="right")
+    share, mean_d = {}, {}
+    for i, lab in enumerate(_GAP_LABELS):
+        at = b == i
+        share[lab] = float(at.mean()) if len(gap) else 0.0
+        mean_d[lab] = float(decay[at].mean()) if at.sum() >= _GAP_MIN_DRAW_PAIRS else None
+    return {
+        "n_pairs": int(len(gap)),
+        "share": share,
+        "mean_decay": mean_d,
+        "mean_decay_within_day": float(decay.mean()) if len(gap) else None,
+        "median_gap": float(np.median(gap)) if len(gap) else None,
+        "mean_calls_per_day": float(len(sch["new_day"]) / max(int(sch["new_day"].sum()), 1)),
+    }
+
+
 def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Derived estimands of the model, with how each was derived.
 
@@ -633,6 +788,15 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
         }
         for e in range(1, 6)
     }
+    spill_avg = p["spillover"] + (p["spillover_empowerment"] + p["insight_spillover"]) * (centre - 3)
+    half = p["spillover_halflife_minutes"] or None
+    prof = _gap_profile(p)
+    m_day = prof["mean_decay_within_day"]
+
+    def times(x: float, f: float | None) -> float | None:
+        return None if f is None else x * f
+
+    overnight_min = (24 - _DAY_END_SECONDS / 3600 + float(p["shift_start_hours"][0])) * 60
     derived = {
         "within_lags": {
             "ex->ex": p["ar_ex"],
@@ -668,8 +832,31 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
         },
         "spillover_by_empowerment": spill,
         "spillover_by_empowerment_insight": spill_grid,
-        "spillover_average": p["spillover"]
-        + (p["spillover_empowerment"] + p["insight_spillover"]) * (centre - 3),
+        "spillover_average": spill_avg,
+        "spillover_gap": {
+            "halflife_minutes": half,
+            "gap_definition": "start-to-start minutes between consecutive interactions of the same agent",
+            "bins_minutes": list(_GAP_BINS),
+            "share_of_within_day_pairs": prof["share"],
+            "mean_decay_by_gap": prof["mean_decay"],
+            "carry_over_by_gap": {k: times(spill_avg, v) for k, v in prof["mean_decay"].items()},
+            "mean_decay_within_day": m_day,
+            "carry_over_within_day": times(spill_avg, m_day),
+            "by_empowerment_within_day": {k: times(v, m_day) for k, v in spill.items()},
+            "by_empowerment_insight_within_day": {
+                e: {i: times(v, m_day) for i, v in row.items()} for e, row in spill_grid.items()
+            },
+            "overnight_gap_minutes_at_least": overnight_min,
+            "overnight_decay_at_most": (0.5 ** (overnight_min / half)) if half else 1.0,
+            "median_within_day_gap_minutes": prof["median_gap"],
+            "mean_calls_per_day": prof["mean_calls_per_day"],
+            "n_draw_pairs": prof["n_pairs"],
+        },
+        "day_state": {
+            "level_sd": p["day_state_sd"],
+            "drift_sd_per_sqrt_hour": p["day_drift_sd"],
+            "transfer_per_state": p["day_state_transfer"],
+        },
         "insight": {
             "item_centre": centre,
             "insight_to_ex": p["insight_to_ex"],
@@ -711,13 +898,37 @@ def derive_truth(params: dict[str, Any] | None = None) -> dict[str, Any]:
         "values are in truth['observed'] (computed by the coverage harness).",
         "spillover_by_empowerment": "lambda(e) = spillover + spillover_empowerment*(e-3) at "
         "insight access 3: carry-over of the previous interaction's CX deviation to the next one, "
-        "same agent (e = empowerment item of the agent's current wave).",
+        "same agent (e = empowerment item of the agent's current wave), at gap 0 (back-to-back); a "
+        "pair g minutes apart (start to start) carries lambda(e)*0.5**(g/spillover_halflife_minutes) "
+        "(see spillover_gap for the values at the simulated within-day gaps).",
         "spillover_by_empowerment_insight": "lambda(e, i) = spillover + spillover_empowerment*(e-3) + "
         "insight_spillover*(i-3), e and i the empowerment and insight-access items (causal, 1-5) "
         "of the agent's current wave; keys [e][i].",
         "spillover_average": "Population average of lambda(e, i) = spillover + (spillover_empowerment "
-        "+ insight_spillover)*(item_centre - 3): what a carry-over fitted without the moderators "
-        "targets (items enter linearly, so only their means matter).",
+        "+ insight_spillover)*(item_centre - 3), at gap 0: what a carry-over fitted without the "
+        "moderators targets when there is no decay (items enter linearly, so only their means "
+        "matter). With decay, see spillover_gap.",
+        "spillover_gap": "The carry-over of a pair is lambda(e, i)*0.5**(gap/halflife), gap = start-to-start "
+        "minutes. The decay factor is independent of lambda and of the previous deviation (up to the "
+        "previous call's handle time, which enters both the gap and, through aht, the previous CX: "
+        "negligible), so a regression of a call's CX deviation on the previous one over the pairs of a "
+        "gap bin targets lambda_bar*E[0.5**(gap/halflife) | bin]. E[. | bin], the shares of the bins "
+        "and the within-day mean were computed on a fixed-seed draw of the simulator's own working-day "
+        "schedule (100,000 calls; a bin with fewer than 200 within-day pairs in it gets None; agents' mean handle times "
+        "drawn N(ops_base[aht], ops_sd[aht]): the spread latent EX adds moves the values by < 0.001); "
+        "within-day pairs only. carry_over_by_gap = spillover_average*E[decay | "
+        "bin]: what agent x day (or agent x day x bin) fixed effects with gap bins target; "
+        "carry_over_within_day and by_empowerment[_insight]_within_day = the same at the within-day "
+        "mean decay: what agent x day fixed effects with (or without) the moderators target. Calls of "
+        "a day start by 23:00 and a shift starts at shift_start_hours[0] at the earliest, so an "
+        "overnight pair is at least overnight_gap_minutes_at_least apart and carries at most "
+        "overnight_decay_at_most*lambda. halflife None: no decay (carry-over by position, across days "
+        "and periods).",
+        "day_state": "Latent CX of interaction k on agent-day d: + day_state_sd*z_d + day_drift_sd*W_d(t_k), "
+        "z_d ~ N(0,1), W_d a Brownian motion in clock hours from the day's first call (0 there); "
+        "P(transfer) = clip(rate - day_state_transfer*state_k, 0, 1). Agent x day fixed effects "
+        "absorb the level z_d; the drift remains within the day and mimics a carry-over (the shock "
+        "lead placebo of cxex_lab.models.spillover is the check).",
         "insight": "cx->ex cross-lag from wave w-1 to wave w = cx_to_ex + insight_cx_to_ex*(insight_{w-1} "
         "- item_centre), insight_{w-1} the causal insight-access item of wave w-1 (the same wave as "
         "the lagged CX) and item_centre its population mean (Gauss-Hermite over team climates). "
@@ -939,9 +1150,22 @@ def _plan(
         nu = cust_rng.normal(0.0, p["customer_revenue_sd"], n_cust)
     else:
         cust_cdf = nu = None
+    # ---- working days (Monday-Friday) of each period, as day offsets from the period's opening
+    wd_lists = _workdays(start, wave_days, n_waves)
+    wd_n = np.array([len(x) for x in wd_lists], dtype=np.int64)
+    wd_off = np.zeros((n_waves, int(wd_n.max())), dtype=np.int64)
+    for w, x in enumerate(wd_lists):
+        wd_off[w, : len(x)] = x
+    # exit time in seconds after the study start (exactly the exit_date of the employees table)
+    exit_us = employees["exit_date"].to_numpy(dtype="datetime64[us]")
+    start_us = int(np.datetime64(start.to_datetime64(), "us").astype(np.int64))
+    exit_sec = np.full(n, np.iinfo(np.int64).max)
+    gone = ~np.isnat(exit_us)
+    exit_sec[gone] = (exit_us[gone].astype(np.int64) - start_us) // 1_000_000
     return _Plan(
+        wd_off=wd_off, wd_n=wd_n, exit_sec=exit_sec,
         p=p, n_sites=n_sites, n_employees=n, n_waves=n_waves, seed=seed, site_effects=site_effects,
-        start=start, start_us=int(np.datetime64(start.to_datetime64(), "us").astype(np.int64)), wave_days=wave_days, wave_open=wave_open,
+        start=start, start_us=start_us, wave_days=wave_days, wave_open=wave_open,
         site_of=site_of, members=[np.flatnonzero(site_of == s) for s in range(n_sites)],
         proc=proc, emp_ids=emp_ids, exit_period=exit_period, exit_offset=exit_offset, cm_h=cm_h,
         employees=employees, ex_responses=ex_responses,
@@ -949,6 +1173,100 @@ def _plan(
         int_width=max(8, len(str(int(2 * expected) + 100))), cust_width=max(7, len(str(n_cust))),
         site_rngs=site_rngs, outcome_rng=outcome_rng, orphan_rng=orphan_rng,
     )
+
+
+def _workdays(start: pd.Timestamp, wave_days: int, n_waves: int) -> list[np.ndarray]:
+    """Day offsets (from the period's opening) of the Monday-Friday days of each period.
+
+    A period without any weekday (``wave_days`` < 3 over a weekend) uses all its days.
+    """
+    out = []
+    for w in range(n_waves):
+        first = start + pd.Timedelta(days=w * wave_days)
+        offs = np.arange(max(int(wave_days), 1))
+        weekday = (first.weekday() + offs) % 7 < 5
+        out.append(offs[weekday] if weekday.any() else offs)
+    return out
+
+
+def _schedule(
+    rng: np.random.Generator,
+    p: dict[str, Any],
+    ap_n: np.ndarray,
+    ap_wd: np.ndarray,
+    ap_nwd: np.ndarray,
+    handle_s: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Place the calls of each agent-period on working days and clock times.
+
+    ``ap_n`` (m,): calls of each agent-period (> 0); ``ap_wd`` (m, K): day offsets of its
+    working days (first ``ap_nwd`` columns valid); ``handle_s``: the calls' handle times
+    in seconds, grouped by agent-period. The agent-period gets
+    ``clip(round(n / calls_per_day), 1, working days)`` distinct working days (uniform);
+    each call goes to one of them at random (so calls per day vary); each day starts at
+    a uniform time within ``shift_start_hours`` and the next call starts after the
+    previous one's handle time, an idle time and, with probability ``break_prob``, a
+    break. A day whose last call would start after 23:00 has its idle and break times
+    compressed to fit (its handle times too if they alone do not fit).
+
+    Returns ``order`` (the calls' permutation into time order within agent-period),
+    ``day_offset`` and ``seconds`` (since the period's opening) in that order, and
+    ``day_id`` (agent-day number, increasing) and ``new_day`` (first call of its day).
+    """
+    m, n = len(ap_n), int(ap_n.sum())
+    n_days = np.clip(np.rint(ap_n / float(p["calls_per_day"])), 1, ap_nwd).astype(np.int64)
+    keys = rng.random(ap_wd.shape)
+    keys[np.arange(ap_wd.shape[1])[None, :] >= ap_nwd[:, None]] = 2.0  # not a working day of the period
+    d_max = int(n_days.max()) if m else 0
+    chosen = np.argsort(keys, axis=1)[:, :d_max].astype(float)  # n_days distinct working days per row
+    chosen[np.arange(d_max)[None, :] >= n_days[:, None]] = np.inf
+    chosen = np.sort(chosen, axis=1)  # in calendar order
+    ap_of = np.repeat(np.arange(m), ap_n)
+    slot = np.minimum((rng.random(n) * n_days[ap_of]).astype(np.int64), n_days[ap_of] - 1)
+    order = np.lexsort((slot, ap_of))
+    ap_s, slot_s = ap_of[order], slot[order]
+    day_offset = ap_wd[ap_s, chosen[ap_s, slot_s].astype(np.int64)]
+    new_day = np.r_[True, (ap_s[1:] != ap_s[:-1]) | (slot_s[1:] != slot_s[:-1])] if n else np.zeros(0, bool)
+    day_id = np.cumsum(new_day) - 1
+    n_d = int(day_id[-1]) + 1 if n else 0
+    lo, hi = (float(v) for v in p["shift_start_hours"])
+    first_s = (lo + (hi - lo) * rng.random(n_d)) * 3600.0
+    sd_i = float(p["idle_log_sd"])
+    idle_z = rng.standard_normal(n)
+    brk_u = rng.random(n)
+    brk_z = rng.standard_normal(n)
+    idle = (
+        float(p["idle_minutes"]) * np.exp(sd_i * idle_z - 0.5 * sd_i**2) if p["idle_minutes"] > 0 else np.zeros(n)
+    )
+    brk = np.where(
+        brk_u < float(p["break_prob"]),
+        float(p["break_minutes"]) * np.exp(_BREAK_LOG_SD * brk_z - 0.5 * _BREAK_LOG_SD**2),
+        0.0,
+    )
+    h = handle_s[order].astype(float)
+    fixed = np.r_[0.0, h[:-1]] if n else np.zeros(0)  # the previous call's handle time
+    flex = (idle + brk) * 60.0
+    fixed[new_day] = 0.0
+    flex[new_day] = 0.0
+    starts = np.flatnonzero(new_day)
+    f_sum = np.add.reduceat(fixed, starts) if n else np.zeros(0)
+    x_sum = np.add.reduceat(flex, starts) if n else np.zeros(0)
+    room = _DAY_END_SECONDS - first_s
+    over = f_sum + x_sum > room
+    if over.any():  # long days: compress idle and breaks, or everything if handle times alone overrun
+        k_flex = np.ones(n_d)
+        k_fixed = np.ones(n_d)
+        fits = over & (f_sum <= room)
+        k_flex[fits] = (room[fits] - f_sum[fits]) / x_sum[fits]
+        tight = over & ~fits
+        k_flex[tight] = k_fixed[tight] = room[tight] / (f_sum[tight] + x_sum[tight])
+        fixed *= k_fixed[day_id]
+        flex *= k_flex[day_id]
+    step = fixed + flex
+    within = np.cumsum(step)
+    within -= np.repeat(within[starts] - step[starts], np.diff(np.r_[starts, n]))
+    seconds = day_offset * 86400 + np.floor(first_s[day_id] + within).astype(np.int64)
+    return {"order": order, "day_offset": day_offset, "seconds": seconds, "day_id": day_id, "new_day": new_day}
 
 
 def _carry_over(a: np.ndarray, lam: np.ndarray, agent: np.ndarray, pos: np.ndarray, n_agents: int) -> np.ndarray:
@@ -978,30 +1296,56 @@ def _site_chunk(plan: _Plan, s: int, offset: int, want: set[str], latent: bool) 
     p, rng = plan.p, plan.site_rngs[s]
     emp = plan.members[s]
     n_w = plan.n_waves
+    ops = plan.proc["ops"]
     counts = rng.poisson(float(p["interactions_per_wave"]), size=(len(emp), n_w))
-    loc, wav = np.nonzero(counts)
-    reps = counts[loc, wav]
-    k_loc = np.repeat(loc, reps)
-    k_wave = np.repeat(wav, reps)
-    k_frac = rng.random(len(k_loc))
-    k_emp = emp[k_loc]
-    exit_p, exit_o = plan.exit_period[k_emp], plan.exit_offset[k_emp]
-    # drop interactions after the employee's exit
-    keep = (k_wave + 1 < exit_p) | ((k_wave + 1 == exit_p) & (k_frac < exit_o))
-    k_loc, k_wave, k_frac = k_loc[keep], k_wave[keep], k_frac[keep]
-    order = np.lexsort((k_frac, k_wave, k_loc))
-    k_loc, k_wave, k_frac = k_loc[order], k_wave[order], k_frac[order]
+    ap_loc, ap_wave = np.nonzero(counts)  # agent-periods with calls, by agent then period
+    ap_n = counts[ap_loc, ap_wave]
+    # an agent who leaves works only the working days up to the exit day: the period's calls
+    # are thinned to that share of its working days (always drawn: p = 1 keeps every call)
+    ap_exit = plan.exit_period[emp[ap_loc]] - 1  # 0-based period of the exit (n_w: never)
+    exit_day = (plan.exit_sec[emp[ap_loc]] - ap_exit * plan.wave_days * 86400) // 86400
+    ap_nwd = plan.wd_n[ap_wave].copy()
+    leaving = ap_exit == ap_wave
+    ap_nwd[leaving] = (plan.wd_off[ap_wave[leaving]] <= exit_day[leaving, None]).sum(axis=1)
+    ap_nwd[ap_exit < ap_wave] = 0
+    ap_n = rng.binomial(ap_n, ap_nwd / plan.wd_n[ap_wave])
+    has = ap_n > 0
+    ap_loc, ap_wave, ap_n, ap_nwd = ap_loc[has], ap_wave[has], ap_n[has], ap_nwd[has]
+    k_loc = np.repeat(ap_loc, ap_n)
+    k_wave = np.repeat(ap_wave, ap_n)
+    aht_mean = ops[emp[k_loc], k_wave, 1]
+    aht_min = aht_mean * np.exp(rng.normal(-0.5 * p["aht_log_sd"] ** 2, p["aht_log_sd"], len(k_loc)))
+    handle_seconds = np.maximum(20, np.round(aht_min * 60)).astype("int64")
+    # working days and clock times (calls come out ordered by agent, period, day, time)
+    sch = _schedule(rng, p, ap_n, plan.wd_off[ap_wave], ap_nwd, handle_seconds)
+    k_loc, k_wave, handle_seconds = k_loc[sch["order"]], k_wave[sch["order"]], handle_seconds[sch["order"]]
+    seconds = k_wave.astype(np.int64) * (plan.wave_days * 86400) + sch["seconds"]
+    # drop interactions after the employee's exit (on the exit day)
+    keep = seconds < plan.exit_sec[emp[k_loc]]
+    k_loc, k_wave, handle_seconds, seconds = k_loc[keep], k_wave[keep], handle_seconds[keep], seconds[keep]
+    day_id = pd.factorize(sch["day_id"][keep], sort=False)[0] if keep.any() else np.zeros(0, dtype=np.int64)
+    n_days = int(day_id.max()) + 1 if len(day_id) else 0
     k_emp = emp[k_loc]
     n_int = len(k_loc)
-    seconds = np.round((k_wave + k_frac) * plan.wave_days * 86400).astype(np.int64)
-    ops = plan.proc["ops"]
+    first = np.r_[True, k_loc[1:] != k_loc[:-1]] if n_int else np.zeros(0, dtype=bool)
+    new_day = np.r_[True, day_id[1:] != day_id[:-1]] if n_int else np.zeros(0, dtype=bool)
+    gap_min = np.r_[np.nan, np.diff(seconds) / 60.0] if n_int else np.zeros(0)
+    gap_min[first] = np.nan
+    # within-day state: an agent-day level and a Brownian drift over the day's clock hours
+    # (always drawn, so its parameters change nothing else in the study)
+    day_z = rng.standard_normal(n_days)
+    drift_z = rng.standard_normal(n_int)
+    dh = np.where(new_day, 0.0, np.nan_to_num(gap_min) / 60.0)
+    walk = np.cumsum(np.sqrt(dh) * drift_z)
+    d_starts = np.flatnonzero(new_day)
+    walk -= np.repeat(walk[d_starts], np.diff(np.r_[d_starts, n_int]))  # 0 at the day's first call
+    state = p["day_state_sd"] * day_z[day_id] + p["day_drift_sd"] * walk
     fcr_rate = ops[k_emp, k_wave, 0]
-    aht_mean = ops[k_emp, k_wave, 1]
     tr_rate = ops[k_emp, k_wave, 2]
+    aht_mean = ops[k_emp, k_wave, 1]
     fcr = rng.random(n_int) < fcr_rate
-    transferred = rng.random(n_int) < tr_rate
-    aht_min = aht_mean * np.exp(rng.normal(-0.5 * p["aht_log_sd"] ** 2, p["aht_log_sd"], n_int))
-    handle_seconds = np.maximum(20, np.round(aht_min * 60)).astype("int64")
+    p_tr = np.clip(tr_rate - p["day_state_transfer"] * state, 0.0, 1.0) if p["day_state_transfer"] else tr_rate
+    transferred = rng.random(n_int) < p_tr
     own_ops = (
         p["ops_to_cx"]["fcr"] * (fcr - fcr_rate)
         + p["ops_to_cx"]["transfer"] * (transferred - tr_rate)
@@ -1011,12 +1355,15 @@ def _site_chunk(plan: _Plan, s: int, offset: int, want: set[str], latent: bool) 
     empowerment = plan.proc["items"][k_emp, k_wave, len(TOUCHPOINTS) + 1]
     insight = plan.proc["items"][k_emp, k_wave, len(TOUCHPOINTS)]
     lam_k = p["spillover"] + p["spillover_empowerment"] * (empowerment - 3) + p["insight_spillover"] * (insight - 3)
+    half = p["spillover_halflife_minutes"]
+    decay = np.exp2(-np.nan_to_num(gap_min) / float(half)) if half else np.ones(n_int)
+    decay[first] = 0.0  # the agent's first interaction has no predecessor
     noise = rng.normal(0, p["interaction_sd"], n_int)
-    # vicious circle: AR(1) in deviations within agent, sequential in position
-    first = np.r_[True, k_loc[1:] != k_loc[:-1]] if n_int else np.zeros(0, dtype=bool)
+    # vicious circle: AR(1) in deviations within agent, sequential in position, the carry-over
+    # decaying with the start-to-start gap (overnight it vanishes)
     starts = np.flatnonzero(first)
     pos = np.arange(n_int) - np.repeat(starts, np.diff(np.r_[starts, n_int]))
-    y = level + _carry_over(own_ops + noise, lam_k, k_loc, pos, len(emp))
+    y = level + state + _carry_over(own_ops + noise, lam_k * decay, k_loc, pos, len(emp))
     channels = list(p["channel_probs"])
     probs = np.array(list(p["channel_probs"].values()), dtype=float)
     channel = rng.choice(len(channels), size=n_int, p=probs / probs.sum())
@@ -1036,7 +1383,17 @@ def _site_chunk(plan: _Plan, s: int, offset: int, want: set[str], latent: bool) 
     nps = _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "nps", cs)
     ces = _cut(yc + rng.normal(0, p["cx_item_sd"], len(r_idx)), "ces", cs)
 
-    out: dict[str, Any] = {"n": n_int, "customer": cust, "wave": k_wave, "y": y - mu_cx}
+    # this site's within-day pairs: sums of the carry-over coefficient lambda_k * decay_k (all, by gap bin)
+    wd = ~new_day
+    carried = (lam_k * decay)[wd]
+    wd_bin = np.searchsorted(np.asarray(_GAP_BINS), gap_min[wd], side="right")
+    spill_sums = np.zeros((len(_GAP_LABELS) + 1, 2))
+    spill_sums[0] = carried.sum(), len(carried)
+    spill_sums[1:, 0] = np.bincount(wd_bin, weights=carried, minlength=len(_GAP_LABELS))
+    spill_sums[1:, 1] = np.bincount(wd_bin, minlength=len(_GAP_LABELS))
+    out: dict[str, Any] = {
+        "n": n_int, "n_days": n_days, "spill_sums": spill_sums, "customer": cust, "wave": k_wave, "y": y - mu_cx,
+    }
     numbers = offset + 1 + np.arange(n_int)
     int_ids = _ids("I", numbers, plan.int_width) if (want & {"interactions", "cx_responses"} or latent) else None
     started = _us(plan.start_us, seconds)
@@ -1080,6 +1437,9 @@ def _site_chunk(plan: _Plan, s: int, offset: int, want: set[str], latent: bool) 
                 "empowerment": empowerment,
                 "cx_insight_access": insight,
                 "spillover_lambda": lam_k,
+                "gap_minutes": gap_min,
+                "spillover_decay": np.where(first, np.nan, decay),
+                "day_state": state,
                 "responded": responds,
             }
         )
@@ -1138,7 +1498,35 @@ def _latent_employee_waves(plan: _Plan) -> pd.DataFrame:
     return ew
 
 
-def _truth(plan: _Plan, params: dict[str, Any], n_interactions: int | None, n_orphans: int) -> dict[str, Any]:
+def _realised_spillover(sums: np.ndarray | None) -> dict[str, Any] | None:
+    """This study's within-day pairs: mean carry-over coefficient, overall and by gap bin."""
+    if sums is None:
+        return None
+
+    def mean(row: np.ndarray) -> float | None:
+        return float(row[0] / row[1]) if row[1] > 0 else None
+
+    return {
+        "n_within_day_pairs": int(sums[0, 1]),
+        "carry_over_within_day": mean(sums[0]),
+        "n_pairs_by_gap": {lab: int(sums[i + 1, 1]) for i, lab in enumerate(_GAP_LABELS)},
+        "carry_over_by_gap": {lab: mean(sums[i + 1]) for i, lab in enumerate(_GAP_LABELS)},
+        "derivation": "Mean of lambda_k * 0.5**(gap_k / spillover_halflife_minutes) over this study's "
+        "consecutive same-day pairs of an agent (every interaction, surveyed or not), overall and by "
+        "start-to-start gap bin. It differs from derived['spillover_gap'] (the population value) by the "
+        "sampling of the agents' empowerment and insight items (team climates): the target of an "
+        "estimator on this study's latent CX.",
+    }
+
+
+def _truth(
+    plan: _Plan,
+    params: dict[str, Any],
+    n_interactions: int | None,
+    n_orphans: int,
+    n_agent_days: int | None = None,
+    spill_sums: np.ndarray | None = None,
+) -> dict[str, Any]:
     truth = derive_truth(params)
     truth["study"] = {
         "n_sites": plan.n_sites,
@@ -1148,6 +1536,10 @@ def _truth(plan: _Plan, params: dict[str, Any], n_interactions: int | None, n_or
         "wave_open": [d.isoformat() for d in plan.wave_open],
         "period_definition": "period w runs from wave w's opening date for wave_days days",
         "n_interactions": n_interactions,
+        "n_agent_days": n_agent_days,
+        "working_days": "Monday-Friday; each agent-period's interactions fall on about "
+        "interactions_per_wave / calls_per_day of its working days",
+        "spillover_realised": _realised_spillover(spill_sums),
         "n_customers": plan.n_cust,
         "cx_responses_orphaned": n_orphans,
         "site_effects": {f"S{i + 1:02d}": float(u) for i, u in enumerate(plan.proc["site_effects"])},
@@ -1207,7 +1599,9 @@ def simulate_study(
         ``Study.latent``: ``employee_waves`` (latent EX and CX, their between and
         within parts, operational rates, the *causal* items, the common-method
         factor ``cm_factor``), ``interactions`` (each interaction's latent CX,
-        level, moderators and carry-over) and ``customer_periods`` (the mean
+        level, moderators, carry-over coefficient ``spillover_lambda`` at gap 0,
+        ``gap_minutes`` from the agent's previous interaction, its decay factor
+        ``spillover_decay`` and the within-day state ``day_state``) and ``customer_periods`` (the mean
         latent CX each outcome row's customer received in the preceding period).
     site_effects : sequence of float, optional
         Fixed site effects :math:`u_s` (length ``n_sites``, latent units) instead of
@@ -1250,7 +1644,8 @@ def simulate_study(
     need_int = bool(want & {"interactions", "cx_responses", "customer_outcomes"})
     plan = _plan(n_sites, n_employees, n_waves, seed, site_effects, params, customers=need_int)
     built: dict[str, list[pd.DataFrame]] = {"interactions": [], "cx_responses": [], "latent_interactions": []}
-    n_int, n_orphans = 0, 0
+    n_int, n_days, n_orphans = 0, 0, 0
+    spill_sums = np.zeros((len(_GAP_LABELS) + 1, 2))
     orphans = None
     if "customer_outcomes" in want:
         sums = np.zeros((n_waves, plan.n_cust))
@@ -1259,6 +1654,8 @@ def simulate_study(
         for s in range(n_sites):
             ch = _site_chunk(plan, s, n_int, want, latent)
             n_int += ch["n"]
+            n_days += ch["n_days"]
+            spill_sums += ch["spill_sums"]
             for name in built:
                 if name in ch:
                     built[name].append(ch[name])
@@ -1281,7 +1678,10 @@ def simulate_study(
     for name in _ALL_TABLES:
         if name not in want:
             out[name] = _empty_like_contract(name)
-    truth = _truth(plan, params, n_int if need_int else None, n_orphans)
+    truth = _truth(
+        plan, params, n_int if need_int else None, n_orphans, n_days if need_int else None,
+        spill_sums if need_int else None,
+    )
     study = Study(**out, truth=truth)
     if latent:
         study.latent = {"employee_waves": _latent_employee_waves(plan)}
@@ -1385,11 +1785,14 @@ def write_study(
         writers["customer_periods"] = _TableWriter(path / "latent" / "customer_periods.parquet")
     sums = np.zeros((n_waves, plan.n_cust))
     counts = np.zeros((n_waves, plan.n_cust), dtype=np.int32)
-    n_int, orphans = 0, None
+    n_int, n_days, orphans = 0, 0, None
+    spill_sums = np.zeros((len(_GAP_LABELS) + 1, 2))
     try:
         for s in range(n_sites):
             ch = _site_chunk(plan, s, n_int, want, latent)
             n_int += ch["n"]
+            n_days += ch["n_days"]
+            spill_sums += ch["spill_sums"]
             for name in ("interactions", "cx_responses", "latent_interactions"):
                 if name in ch:
                     writers[name].write(ch[name])
@@ -1408,7 +1811,7 @@ def write_study(
     finally:
         for name, w in writers.items():
             w.close(name if name in _ALL_TABLES else None)
-    truth = _truth(plan, params, n_int, 0 if orphans is None else len(orphans))
+    truth = _truth(plan, params, n_int, 0 if orphans is None else len(orphans), n_days, spill_sums)
     (path / "truth.json").write_text(json.dumps(truth, indent=2, default=str) + "\n")
     if progress is not None:
         progress(f"wrote {n_int:,} interactions, {writers['customer_outcomes'].rows:,} customer-periods to {path}")

@@ -124,9 +124,11 @@ def test_zero_touchpoint_weight_removes_the_path():
 
 
 def _spill_fit(study):
+    """Consecutive pairs of the agent: ``dev`` = latent CX minus its level and day state;
+    ``dev_prev`` = the previous interaction's dev times the decay factor of the gap (1 without decay)."""
     li = study.latent["interactions"].sort_values(["employee_id", "started_at"]).copy()
-    li["dev"] = li["cx_latent"] - li["cx_level"]
-    li["dev_prev"] = li.groupby("employee_id")["dev"].shift(1)
+    li["dev"] = li["cx_latent"] - li["cx_level"] - li["day_state"]
+    li["dev_prev"] = li.groupby("employee_id")["dev"].shift(1) * li["spillover_decay"]
     return li.dropna(subset=["dev_prev"])
 
 
@@ -137,7 +139,8 @@ _SPILL = "dev ~ dev_prev + dev_prev:I(empowerment - 3) + dev_prev:I(cx_insight_a
 def test_spillover_recovered_and_shrinks_with_empowerment_and_insight(insight_spillover):
     s = simulate_study(n_sites=4, n_employees=400, n_waves=2, seed=9, latent=True, insight_spillover=insight_spillover)
     li = _spill_fit(s)
-    # deviation also contains the interaction's own operational effect, independent of the past
+    # deviation also contains the interaction's own operational effect, independent of the past;
+    # the regressor carries the gap's decay factor, so the coefficients are the structural lambda
     fit = smf.ols(_SPILL, data=li).fit()
     assert _covers(fit, "dev_prev", DEFAULT_PARAMS["spillover"])
     assert _covers(fit, "dev_prev:I(empowerment - 3)", DEFAULT_PARAMS["spillover_empowerment"])
@@ -496,3 +499,186 @@ def test_chunked_study_reads_in_duckdb_and_customers_span_sites(tmp_path):
             where c.customer_id is null"""
     ).fetchone()[0]
     assert bad == 0
+
+
+# --------------------------------------------------------------------------- working days, decay, day state
+def _with_days(study) -> pd.DataFrame:
+    """Latent interactions with handle time, transfer, calendar day and same-day flag."""
+    li = study.latent["interactions"].merge(
+        study.interactions[["interaction_id", "handle_seconds", "transferred"]], on="interaction_id"
+    )
+    li["day"] = li["started_at"].dt.normalize()
+    prev_same = li["employee_id"].eq(li["employee_id"].shift()) & li["day"].eq(li["day"].shift())
+    return li.assign(same_day=prev_same)
+
+
+@pytest.fixture(scope="module")
+def workday_study():
+    # 1,000 agents x 2 quarters: ~90k interactions on ~7,500 agent-days
+    return simulate_study(n_sites=10, n_employees=1000, n_waves=2, seed=41, latent=True)
+
+
+def test_interactions_fall_on_working_days_in_shifts(workday_study):
+    s = workday_study
+    li = _with_days(s)
+    assert (li["started_at"].dt.day_of_week < 5).all()  # Monday-Friday
+    lo, hi = DEFAULT_PARAMS["shift_start_hours"]
+    first = li.groupby(["employee_id", "day"])["started_at"].min()
+    hours = (first - first.dt.normalize()) / pd.Timedelta(hours=1)
+    assert hours.between(lo, hi).all() and hours.min() < lo + 0.1 and hours.max() > hi - 0.1
+    assert ((li["started_at"] - li["day"]) <= pd.Timedelta(hours=23)).all()
+    # a call starts after the previous one of the day has ended (no compression at 12 a day)
+    sd = li[li["same_day"]]
+    prev_end = li["started_at"].shift() + pd.to_timedelta(li["handle_seconds"].shift(), unit="s")
+    assert (sd["started_at"] >= prev_end[li["same_day"]]).all()
+    # about calls_per_day calls on a logged day; about interactions_per_wave / calls_per_day days
+    per_day = li.groupby(["employee_id", "day"]).size()
+    assert len(per_day) == s.truth["study"]["n_agent_days"]
+    assert abs(per_day.mean() - DEFAULT_PARAMS["calls_per_day"]) < 0.5
+    assert 2.0 < per_day.std() < 5.0  # calls go to the agent's days at random
+    days = li.groupby(["employee_id", "wave"])["day"].nunique()
+    calls = li.groupby(["employee_id", "wave"]).size()
+    planned = np.clip(np.rint(calls / DEFAULT_PARAMS["calls_per_day"]), 1, None)
+    stayers = ~days.index.get_level_values(0).isin(s.employees.loc[s.employees["exit_date"].notna(), "employee_id"])
+    assert (days[stayers] <= planned[stayers]).all() and (days[stayers] == planned[stayers]).mean() > 0.97
+    # the same number of interactions per agent-period as before the schedule existed
+    assert abs(calls[stayers].mean() - DEFAULT_PARAMS["interactions_per_wave"]) < 1.0
+
+
+def test_long_days_are_compressed_into_the_calendar_day():
+    s = simulate_study(n_sites=2, n_employees=20, n_waves=1, seed=3, latent=True, interactions_per_wave=5000.0)
+    li = _with_days(s)
+    per_day = li.groupby(["employee_id", "day"]).size()
+    assert per_day.mean() > 70  # more calls than days: 5000 calls on at most 65 working days
+    assert ((li["started_at"] - li["day"]) <= pd.Timedelta(hours=23)).all()
+    assert (li.loc[li["same_day"], "gap_minutes"] > 0).all()
+
+
+def test_carry_over_decays_with_the_gap_and_vanishes_overnight(workday_study):
+    s = workday_study
+    li = _with_days(s)
+    gap = li.groupby("employee_id")["started_at"].diff() / pd.Timedelta(minutes=1)
+    np.testing.assert_allclose(li["gap_minutes"], gap)
+    half = DEFAULT_PARAMS["spillover_halflife_minutes"]
+    np.testing.assert_allclose(li["spillover_decay"], 0.5 ** (gap / half))
+    g = s.truth["derived"]["spillover_gap"]
+    overnight = li["spillover_decay"].notna() & ~li["same_day"]
+    assert li.loc[overnight, "gap_minutes"].min() >= g["overnight_gap_minutes_at_least"]
+    assert li.loc[overnight, "spillover_decay"].max() <= g["overnight_decay_at_most"] < 0.01
+    # the structural equation: dev_k = own_k + lambda_k * decay_k * dev_{k-1}
+    fit = smf.ols("dev ~ dev_prev", data=_spill_fit(s).assign(dev_prev=lambda d: d["dev_prev"] * d["spillover_lambda"])).fit()
+    assert _covers(fit, "dev_prev", 1.0)
+
+
+def test_decay_truth_by_gap_bin_matches_the_realised_pairs(workday_study):
+    # truth["derived"]["spillover_gap"] comes from a separate fixed-seed draw of the schedule;
+    # the study's own within-day pairs must show the same gap distribution and decay factors
+    s = workday_study
+    li = _with_days(s)
+    g = s.truth["derived"]["spillover_gap"]
+    sd = li[li["same_day"]]
+    b = np.searchsorted(g["bins_minutes"], sd["gap_minutes"], side="right")
+    for i, label in enumerate(g["share_of_within_day_pairs"]):
+        at = b == i
+        assert abs(at.mean() - g["share_of_within_day_pairs"][label]) < 0.02, label
+        if at.sum() >= 1000:
+            assert abs(sd.loc[at, "spillover_decay"].mean() - g["mean_decay_by_gap"][label]) < 0.005, label
+            assert g["carry_over_by_gap"][label] == pytest.approx(s.truth["derived"]["spillover_average"] * g["mean_decay_by_gap"][label])
+    assert g["mean_decay_by_gap"][">= 4 h"] is None  # (almost) no within-day pair is 4 h apart
+    assert abs(sd["spillover_decay"].mean() - g["mean_decay_within_day"]) < 0.005
+    assert abs(sd["gap_minutes"].median() - g["median_within_day_gap_minutes"]) < 0.5
+    # the by-empowerment truths hold at gap 0; within the day they scale with the mean decay
+    emp = s.truth["derived"]["spillover_by_empowerment"]
+    for e, v in g["by_empowerment_within_day"].items():
+        assert v == pytest.approx(emp[e] * g["mean_decay_within_day"])
+    assert 0.8 < g["mean_decay_within_day"] < 0.9 and g["halflife_minutes"] == 60.0
+    # the study's own realised value: the mean carry-over coefficient of its same-day pairs
+    real = s.truth["study"]["spillover_realised"]
+    carried = sd["spillover_lambda"] * sd["spillover_decay"]
+    assert real["n_within_day_pairs"] == len(sd)
+    assert real["carry_over_within_day"] == pytest.approx(carried.mean(), rel=1e-9)
+    for i, label in enumerate(real["n_pairs_by_gap"]):
+        assert real["n_pairs_by_gap"][label] == int((b == i).sum())
+        if (b == i).any():
+            assert real["carry_over_by_gap"][label] == pytest.approx(carried[b == i].mean(), rel=1e-9)
+
+
+def test_without_decay_the_carry_over_runs_by_position():
+    kw = dict(n_sites=4, n_employees=400, n_waves=2, seed=9, latent=True)
+    none, zero = simulate_study(spillover_halflife_minutes=None, **kw), simulate_study(spillover_halflife_minutes=0, **kw)
+    for name, df in none.tables().items():
+        pd.testing.assert_frame_equal(df, zero.tables()[name])
+    li = none.latent["interactions"]
+    assert (li["spillover_decay"].dropna() == 1.0).all()
+    fit = smf.ols("dev ~ dev_prev", data=_spill_fit(none)).fit()  # unweighted previous deviation
+    assert _covers(fit, "dev_prev", none.truth["derived"]["spillover_average"])
+    g = none.truth["derived"]["spillover_gap"]
+    assert g["halflife_minutes"] is None and g["mean_decay_within_day"] == 1.0 and g["overnight_decay_at_most"] == 1.0
+    # the decay changes the latent CX only: times, handle times, channels, customers are the same
+    decayed = simulate_study(**kw)
+    cols = ["interaction_id", "employee_id", "customer_id", "started_at", "handle_seconds", "transferred"]
+    pd.testing.assert_frame_equal(none.interactions[cols], decayed.interactions[cols])
+    assert not none.latent["interactions"]["cx_latent"].equals(decayed.latent["interactions"]["cx_latent"])
+
+
+def test_day_state_shifts_a_day_together_and_drifts_within_it():
+    kw = dict(n_sites=10, n_employees=1000, n_waves=2, seed=42, latent=True)
+    off = simulate_study(**kw)
+    assert (off.latent["interactions"]["day_state"] == 0).all()
+    lvl = simulate_study(day_state_sd=0.5, **kw)
+    li = _with_days(lvl)
+    # a level: constant within the agent-day, sd day_state_sd across days; nothing else moves
+    per_day = li.groupby(["employee_id", "day"])["day_state"]
+    assert (per_day.nunique() == 1).all()
+    assert abs(per_day.first().std() - 0.5) < 0.02
+    pd.testing.assert_frame_equal(off.interactions, lvl.interactions)
+    np.testing.assert_allclose(
+        lvl.latent["interactions"]["cx_latent"] - off.latent["interactions"]["cx_latent"], li["day_state"]
+    )
+    # a drift: 0 at the day's first call, Brownian in clock hours (increment variance drift^2 * hours)
+    drift = _with_days(simulate_study(day_drift_sd=0.4, day_state_transfer=0.1, **kw))
+    first = ~drift["same_day"]
+    assert (drift.loc[first, "day_state"] == 0).all()
+    inc = drift["day_state"].diff()[drift["same_day"]]
+    hours = drift.loc[drift["same_day"], "gap_minutes"] / 60
+    assert abs(np.mean(inc**2 / hours) - 0.4**2) < 0.01
+    # a bad state raises transfers: P(transfer) = rate - day_state_transfer * state
+    fit = smf.ols("tr ~ day_state", data=drift.assign(tr=drift["transferred"].astype(float))).fit()
+    assert _covers(fit, "day_state", -0.1)
+    assert lvl.truth["derived"]["day_state"]["level_sd"] == 0.5
+
+
+def test_bad_working_day_parameters_are_rejected():
+    for kw, msg in (
+        ({"calls_per_day": 0}, "calls_per_day must be > 0"),
+        ({"spillover_halflife_minutes": -5}, "spillover_halflife_minutes must be > 0, or None / 0"),
+        ({"shift_start_hours": [10, 8]}, "shift_start_hours must satisfy"),
+        ({"shift_start_hours": 8}, "shift_start_hours must be two hours"),
+        ({"break_prob": 1.5}, "break_prob must be in"),
+        ({"day_drift_sd": -0.1}, "day_drift_sd must be >= 0"),
+        ({"idle_minutes": "3"}, "'idle_minutes' must be a finite number"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            simulate_study(n_sites=1, n_employees=5, n_waves=1, **kw)
+
+
+def test_an_agent_who_leaves_works_the_days_up_to_the_exit():
+    s = simulate_study(n_sites=4, n_employees=2000, n_waves=2, seed=15, latent=True, attrition_rate=0.3)
+    li, emp = s.latent["interactions"], s.employees.set_index("employee_id")
+    opens = pd.to_datetime(s.truth["study"]["wave_open"])
+    rows = []
+    for eid, ex in emp["exit_date"].dropna().items():
+        w = int(np.searchsorted(opens, ex, side="right"))  # the exit's period (1-based)
+        days = pd.bdate_range(opens[w - 1], opens[w - 1] + pd.Timedelta(days=DEFAULT_PARAMS["wave_days"] - 1))
+        share = (days <= ex.normalize()).mean()
+        n = int(((li["employee_id"] == eid) & (li["wave"] == w)).sum())
+        rows.append((share, n))
+    df = pd.DataFrame(rows, columns=["share", "n"])
+    assert len(df) > 300
+    # calls in the exit period in proportion to the working days employed (minus the exit
+    # day's calls after the exit time: at most one day's worth)
+    expected = DEFAULT_PARAMS["interactions_per_wave"] * df["share"]
+    ratio = df["n"].sum() / expected.sum()
+    assert 0.9 < ratio < 1.02, ratio
+    # anyone who worked a quarter of the period has calls in it
+    assert (df.loc[df["share"] > 0.25, "n"] > 0).mean() > 0.98

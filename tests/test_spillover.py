@@ -27,7 +27,13 @@ def study():
     # absorb the level; pairs that straddle two waves are excluded.
     # insight_spillover=0: these tests fit the empowerment moderation only, and the
     # truth they check (spillover_by_empowerment) is the carry-over at insight access 3
-    return simulate_study(n_sites=5, n_employees=300, n_waves=3, seed=100, latent=True, insight_spillover=0.0)
+    # spillover_halflife_minutes=None: no decay with the gap, so the carry-over runs by position
+    # across the agent's working days and the agent x wave truth is lambda itself (with the
+    # default decay it vanishes overnight; tests/test_simulate_spillover.py checks that case)
+    return simulate_study(
+        n_sites=5, n_employees=300, n_waves=3, seed=100, latent=True, insight_spillover=0.0,
+        spillover_halflife_minutes=None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +228,7 @@ def test_moderators_get_holm_adjusted_p_values():
     # The simulator's default carry-over shrinks with empowerment (-0.05 per point) and with
     # access to customer insight (insight_spillover, -0.04 per point); a third, pure-noise
     # "moderator" joins the family.
-    s = simulate_study(n_sites=5, n_employees=300, n_waves=3, seed=101, latent=True)
+    s = simulate_study(n_sites=5, n_employees=300, n_waves=3, seed=101, latent=True, spillover_halflife_minutes=None)
     lat = s.latent["interactions"].copy()
     lat["noise_item"] = np.random.default_rng(0).integers(1, 6, len(lat))
     mods = ["empowerment", "cx_insight_access", "noise_item"]
