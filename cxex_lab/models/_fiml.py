@@ -428,18 +428,16 @@ def fit(
         v, g_ = obj(phi, "phi")
         return v / N, g_ / N
 
-    # Stage 1: L-BFGS-B in the log-Cholesky space (always positive definite)
-    # to the neighbourhood of the maximum; stage 2: Newton steps in the raw
-    # space with the information matrix that the standard errors need anyway
-    # (quadratic convergence where L-BFGS crawls along flat directions).
-    res = optimize.minimize(
-        f_phi, phi0, jac=True, method="L-BFGS-B",
-        options={"maxiter": max_iter, "maxfun": 2 * max_iter, "ftol": 1e-13, "gtol": 2e-5, "maxcor": 30},
-    )
+    # Stage 1: L-BFGS-B in the log-Cholesky space (every covariance block
+    # positive definite whatever the optimiser tries) to the neighbourhood of
+    # the maximum. Stage 2: Newton steps in the raw (variance / covariance)
+    # space with the information matrix the standard errors need anyway,
+    # re-used over steps (chord method) and refreshed when progress stalls.
+    # L-BFGS alone crawls when a covariance block is near singular (e.g. item
+    # random intercepts that share one stable factor): the optimum then sits
+    # at log-Cholesky infinity, while in the raw space it is an ordinary
+    # interior point.
     f_raw = lambda th: obj(th, "raw")  # noqa: E731
-    raw_hat = spec.layout.to_raw(res.x[None, :])[0]
-    nll, grad = f_raw(raw_hat)
-    n_iter = int(res.nit)
 
     def information_at(th: np.ndarray, g: np.ndarray) -> np.ndarray:
         if information == "observed":
@@ -447,31 +445,59 @@ def fit(
         Sig_, _, JS_, JM_ = obj.jacobians(th)
         return expected_information(JS_, JM_, Sig_, pats)
 
+    def lbfgs(phi_start: np.ndarray, gtol: float):
+        return optimize.minimize(
+            f_phi, phi_start, jac=True, method="L-BFGS-B",
+            options={"maxiter": max_iter, "maxfun": 2 * max_iter, "ftol": 1e-13, "gtol": gtol, "maxcor": 30},
+        )
+
+    res = lbfgs(phi0, 1e-2)
+    n_iter = int(res.nit)
+    raw_hat = spec.layout.to_raw(res.x[None, :])[0]
+    nll, grad = f_raw(raw_hat)
     H = information_at(raw_hat, grad)
     raw_at_H = raw_hat.copy()
-    try:
-        np.linalg.cholesky(H)
-        newton_ok = True
-    except np.linalg.LinAlgError:
-        newton_ok = False
-    for _ in range(20 if newton_ok else 0):
-        if np.max(np.abs(grad)) / N < 1e-10:
+    n_info = 1
+    for _ in range(60):
+        gmax = np.max(np.abs(grad)) / N
+        if gmax < 1e-7:
             break
-        step = np.linalg.solve(H, grad)
-        for _half in range(30):
-            cand = raw_hat - step
-            nll_c, grad_c = f_raw(cand)
-            if np.isfinite(nll_c) and nll_c < 1e19 and nll_c <= nll + 1e-12 * max(1.0, abs(nll)):
-                break
-            step = step / 2
-        else:
+        try:
+            step = np.linalg.solve(H, grad)
+        except np.linalg.LinAlgError:
             break
-        raw_hat, nll, grad = cand, nll_c, grad_c
-        n_iter += 1
-    # The information moves by O(step): after Newton steps of less than 1% of
-    # each parameter the standard errors change by well under 1%, so the
-    # Hessian is re-evaluated only after a larger move.
-    if np.max(np.abs(raw_hat - raw_at_H) / np.maximum(1.0, np.abs(raw_hat))) > 1e-2:
+        t = 1.0
+        ok = False
+        if np.dot(grad, step) > 0:  # a descent direction (H positive definite along it)
+            for _half in range(40):
+                cand = raw_hat - t * step
+                nll_c, grad_c = f_raw(cand)
+                if np.isfinite(nll_c) and nll_c < 1e19 and nll_c <= nll - 1e-4 * t * np.dot(grad, step):
+                    ok = True
+                    break
+                t /= 2
+        if ok:
+            progress = np.max(np.abs(grad_c)) / N / gmax
+            raw_hat, nll, grad = cand, nll_c, grad_c
+            n_iter += 1
+        if (not ok or progress > 0.5) and n_info < 3 and gmax > 1e-6:
+            H = information_at(raw_hat, grad)
+            raw_at_H = raw_hat.copy()
+            n_info += 1
+        elif not ok:
+            break
+    if np.max(np.abs(grad)) / N > 1e-4:
+        # Newton failed (e.g. an indefinite information matrix away from the
+        # optimum): fall back to L-BFGS-B to a tight tolerance.
+        res = lbfgs(spec.layout.to_phi(raw_hat), 1e-9)
+        n_iter += int(res.nit)
+        cand = spec.layout.to_raw(res.x[None, :])[0]
+        nll_c, grad_c = f_raw(cand)
+        if nll_c <= nll:
+            raw_hat, nll, grad = cand, nll_c, grad_c
+    # The standard errors use the information at the estimate itself (it is
+    # re-used only when the Newton steps moved no parameter by more than 1e-5).
+    if np.max(np.abs(raw_hat - raw_at_H) / np.maximum(1.0, np.abs(raw_hat))) > 1e-5:
         H = information_at(raw_hat, grad)
     grad_max = float(np.max(np.abs(grad / N))) if len(grad) else 0.0
     converged = bool(grad_max < 1e-4) and np.isfinite(nll) and nll < 1e19
