@@ -299,13 +299,36 @@ class Objective:
     ``spec`` provides ``n_par``, ``layout`` (a :class:`Layout`) and
     ``build(raw) -> (Sigma, M)`` for a stack of parameter vectors (K, n_par),
     real or complex.
+
+    Parameters on which Sigma and M depend affinely (means, intercepts,
+    item residual variances, random-intercept covariances, covariate slopes)
+    have a constant Jacobian: it is found once (the Jacobian is the same at
+    two random points) and stored sparsely, so each evaluation complex-steps
+    only the remaining (lags, loadings, within covariances) parameters.
     """
 
     def __init__(self, spec: Any, pats: Patterns):
         self.spec = spec
         self.pats = pats
-        self.eye = np.eye(spec.n_par)
+        P = spec.n_par
+        self.eye = np.eye(P)
         self.n_eval = 0
+        rng = np.random.default_rng(12345)
+        J = []
+        for _ in range(2):
+            th = rng.normal(0.3, 0.2, P)
+            Sig, M = spec.build(th[None, :] + 1j * CSTEP * self.eye)
+            J.append((Sig.imag / CSTEP, M.imag / CSTEP))
+        lin = [a for a in range(P) if np.allclose(J[0][0][a], J[1][0][a], rtol=1e-12, atol=1e-14)
+               and np.allclose(J[0][1][a], J[1][1][a], rtol=1e-12, atol=1e-14)]
+        self.nonlin = np.array([a for a in range(P) if a not in set(lin)], dtype=int)
+        self.lin = np.array(lin, dtype=int)
+        # sparse constant Jacobians of the affine parameters
+        JS = J[0][0][self.lin].reshape(len(self.lin), -1)
+        JM = J[0][1][self.lin].reshape(len(self.lin), -1)
+        self.lin_S = [(np.flatnonzero(r), r[np.flatnonzero(r)]) for r in JS]
+        self.lin_M = [(np.flatnonzero(r), r[np.flatnonzero(r)]) for r in JM]
+        self.E_nl = self.eye[self.nonlin] if len(self.nonlin) else self.eye[:1] * 0.0
 
     def jacobians(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Sigma, M and their Jacobians (P, p, p), (P, p, qv) at raw parameters."""
@@ -313,17 +336,33 @@ class Objective:
         Sig, M = self.spec.build(Zc)
         return Sig[0].real, M[0].real, Sig.imag / CSTEP, M.imag / CSTEP
 
-    def __call__(self, theta: np.ndarray, space: str = "phi") -> tuple[float, np.ndarray]:
-        self.n_eval += 1
-        Zc = theta[None, :] + 1j * CSTEP * self.eye
-        raw = self.spec.layout.to_raw(Zc) if space == "phi" else Zc
-        Sig, M = self.spec.build(raw)
+    def grad_raw(self, raw: np.ndarray) -> tuple[float, np.ndarray]:
+        """Log-likelihood and its gradient with respect to the raw parameters."""
+        Sig, M = self.spec.build(raw[None, :] + 1j * CSTEP * self.E_nl)
         ll, GS, GM = loglik(Sig[0].real, M[0].real, self.pats)
         if not np.isfinite(ll):
+            return ll, np.zeros_like(raw)
+        grad = np.zeros(len(raw))
+        K = Sig.shape[0]
+        if len(self.nonlin):
+            grad[self.nonlin] = (Sig.imag.reshape(K, -1) @ GS.ravel() + M.imag.reshape(K, -1) @ GM.ravel()) / CSTEP
+        gs, gm = GS.ravel(), GM.ravel()
+        for a, (iS, vS), (iM, vM) in zip(self.lin, self.lin_S, self.lin_M):
+            grad[a] = gs[iS] @ vS + gm[iM] @ vM
+        return ll, grad
+
+    def __call__(self, theta: np.ndarray, space: str = "phi") -> tuple[float, np.ndarray]:
+        self.n_eval += 1
+        if space == "phi":
+            Zc = self.spec.layout.to_raw(theta[None, :] + 1j * CSTEP * self.eye)
+            raw = Zc[0].real
+            ll, g = self.grad_raw(raw)
+            g = (Zc.imag / CSTEP) @ g  # chain rule: d raw_b / d phi_a
+        else:
+            ll, g = self.grad_raw(theta)
+        if not np.isfinite(ll):
             return 1e20, np.zeros_like(theta)
-        P = len(theta)
-        grad = (Sig.imag.reshape(P, -1) @ GS.ravel() + M.imag.reshape(P, -1) @ GM.ravel()) / CSTEP
-        return -ll, -grad
+        return -ll, -g
 
 
 # --------------------------------------------------------------------------- information and scores
@@ -460,7 +499,7 @@ def fit(
     n_info = 1
     for _ in range(60):
         gmax = np.max(np.abs(grad)) / N
-        if gmax < 1e-7:
+        if gmax < 1e-6:
             break
         try:
             step = np.linalg.solve(H, grad)
@@ -468,7 +507,15 @@ def fit(
             break
         t = 1.0
         ok = False
-        if np.dot(grad, step) > 0:  # a descent direction (H positive definite along it)
+        if 0 < np.dot(grad, step) < 1e-12 * max(1.0, abs(nll)):
+            # The predicted gain is below the precision of the log-likelihood:
+            # judge the full step by the gradient instead.
+            cand = raw_hat - step
+            nll_c, grad_c = f_raw(cand)
+            if not (np.isfinite(nll_c) and np.max(np.abs(grad_c)) < np.max(np.abs(grad))):
+                break
+            ok = True
+        elif np.dot(grad, step) > 0:  # a descent direction (H positive definite along it)
             for _half in range(40):
                 cand = raw_hat - t * step
                 nll_c, grad_c = f_raw(cand)
@@ -480,7 +527,7 @@ def fit(
             progress = np.max(np.abs(grad_c)) / N / gmax
             raw_hat, nll, grad = cand, nll_c, grad_c
             n_iter += 1
-        if (not ok or progress > 0.5) and n_info < 3 and gmax > 1e-6:
+        if (not ok or progress > 0.5) and n_info < 3 and gmax > 1e-5:
             H = information_at(raw_hat, grad)
             raw_at_H = raw_hat.copy()
             n_info += 1

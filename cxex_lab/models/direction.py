@@ -162,6 +162,11 @@ class FEFit(Fit):
 
 
 # --------------------------------------------------------------------------- input checks
+def _py(v: Any) -> Any:
+    """A numpy scalar as the Python value (readable in messages)."""
+    return v.item() if hasattr(v, "item") else v
+
+
 def _check_panel(
     panel: object, func: str, unit: str, wave: str, values: Sequence[str], *, wave_integer: bool = False,
     extra: Sequence[str] = (),
@@ -202,7 +207,7 @@ def _check_panel(
         ex = panel.loc[dup, [unit, wave]].iloc[0]
         raise ValueError(
             f"{func}: {int(dup.sum())} rows share a duplicate ({unit!r}, {wave!r}) pair, e.g. "
-            f"{unit}={ex[unit]!r}, {wave}={ex[wave]!r}. Each unit may have at most one row per "
+            f"{unit}={_py(ex[unit])!r}, {wave}={_py(ex[wave])!r}. Each unit may have at most one row per "
             "wave: aggregate or de-duplicate first."
         )
     return panel
@@ -229,7 +234,7 @@ def _cluster_of_units(panel: pd.DataFrame, unit: str, cluster: str, units: pd.In
         vals = sorted(map(str, sub.loc[sub[unit] == u, cluster].dropna().unique()))[:5]
         raise ValueError(
             f"{func}: the cluster column {cluster!r} must be constant within each {unit!r} (units nest in "
-            f"clusters); {len(bad)} unit(s) have several values, e.g. {unit}={u!r} has {vals}. "
+            f"clusters); {len(bad)} unit(s) have several values, e.g. {unit}={_py(u)!r} has {vals}. "
             "Assign each unit to one cluster (e.g. its team at wave 1)."
         )
     return g.first().reindex(units)
@@ -239,7 +244,7 @@ def _wide(panel: pd.DataFrame, unit: str, wave: str, cols: Sequence[str], waves:
     """Units x (col, wave) array, column c*T + t."""
     wide = panel.pivot(index=unit, columns=wave, values=list(cols))
     wide = wide.reindex(columns=pd.MultiIndex.from_product([list(cols), waves]))
-    return wide.to_numpy(dtype=float), wide.index
+    return np.array(wide.to_numpy(dtype=float), copy=True), wide.index
 
 
 # --------------------------------------------------------------------------- model specs
@@ -872,7 +877,7 @@ def cross_lagged(
     for j in range(2 * T):
         if np.all(np.isnan(Z[:, j])):
             var, w = (x, y)[j // T], waves[j % T]
-            raise ValueError(f"{func}: column {var!r} has no observed value at {wave}={w!r}; drop that wave.")
+            raise ValueError(f"{func}: column {var!r} has no observed value at {wave}={_py(w)!r}; drop that wave.")
     wave_obs = ~(np.isnan(Z[:, :T]) & np.isnan(Z[:, T:]))
     n_waves_unit = wave_obs.sum(axis=1)
     if n_waves_unit.max() < 2:
@@ -1133,7 +1138,7 @@ def within_effects(
             ex = df.loc[no_cl, [unit, period]].iloc[0]
             raise ValueError(
                 f"{func}: {int(no_cl.sum())} usable row(s) have no value in the cluster column {cluster!r}, "
-                f"e.g. {unit}={ex[unit]!r}, {period}={ex[period]!r}. Fill the cluster id or drop those rows."
+                f"e.g. {unit}={_py(ex[unit])!r}, {period}={_py(ex[period])!r}. Fill the cluster id or drop those rows."
             )
     used = df.loc[ok]
     if len(used) == 0:
@@ -1145,10 +1150,12 @@ def within_effects(
     mod = PanelOLS(data[y].astype(float), data[regs].astype(float), entity_effects=True, time_effects=True)
     if cl_col:
         codes = pd.Series(pd.factorize(data[cl_col])[0], index=data.index, name="cluster")
-        fitres = mod.fit(cov_type="clustered", clusters=codes.to_frame(), group_debias=True, debiased=True, count_effects=False)
+        fitres = mod.fit(cov_type="clustered", clusters=codes.to_frame(), group_debias=True, debiased=True,
+                         auto_df=False, count_effects=False)
         G = int(codes.nunique())
     else:
-        fitres = mod.fit(cov_type="clustered", cluster_entity=True, group_debias=True, debiased=True, count_effects=False)
+        fitres = mod.fit(cov_type="clustered", cluster_entity=True, group_debias=True, debiased=True,
+                         auto_df=False, count_effects=False)
         G = int(n_units)
     cl_name = cl_col or unit
     if G < 2:
@@ -1235,7 +1242,7 @@ def _mi_prepare(panel, unit, wave, x_items, y_items, cluster, func):
     J = len(items)
     for j in range(J * T):
         if np.all(np.isnan(Z[:, j])):
-            raise ValueError(f"{func}: item column {items[j // T]!r} has no observed value at {wave}={waves[j % T]!r}; drop that wave.")
+            raise ValueError(f"{func}: item column {items[j // T]!r} has no observed value at {wave}={_py(waves[j % T])!r}; drop that wave.")
     Z3 = Z.reshape(len(Z), J, T)
     loc = np.nanmean(Z3, axis=(0, 2))
     sd = np.nanstd(Z3, axis=(0, 2))
