@@ -554,6 +554,32 @@ def _notes_and_warn(func: str, label: str, est: _fiml.Estimate, n_clusters: int 
     return notes
 
 
+def _boundary_notes(spec: Any, raw: np.ndarray, labels: dict[str, str]) -> list[str]:
+    """Notes for covariance blocks estimated outside the positive-definite cone.
+
+    The Newton stage works in the raw (variance / covariance) space, like
+    lavaan: an estimate may be a negative variance or a correlation beyond
+    +-1 (a Heywood case), which is reported rather than hidden at a bound.
+    """
+    notes = []
+    for name, sl in labels.items():
+        C = spec.layout.cov_block(raw[None, :], sl)[0]
+        if np.linalg.eigvalsh(C).min() <= 0:
+            notes.append(
+                f"The estimated {name} is not positive definite (a negative variance or a correlation "
+                "beyond +-1): the model sits at the edge of what the data support (often a variance "
+                "that is truly near zero); read the terms that depend on it with care."
+            )
+    return notes
+
+
+def _missing_info_note(information: str, Z: np.ndarray) -> list[str]:
+    if information == "expected" and np.isnan(Z).any():
+        return ["information='expected' assumes values are missing completely at random; the default "
+                "'observed' information is valid when they are missing at random."]
+    return []
+
+
 def _fit_indices(pats: _fiml.Patterns, loglik: float, jac_adj: float, n_par: int, N: float) -> dict[str, Any]:
     p, qv = pats.p, pats.qv
     p_sat = p * (p + 1) // 2 + p * qv
@@ -957,6 +983,12 @@ def cross_lagged(
     if se == "ml":
         if cluster and cluster != unit:
             notes.append(f"se='ml' ignores cluster={cluster!r}: use se='robust' for cluster-robust intervals.")
+    blocks = {"wave-1 within covariance": spec.sl_w1}
+    blocks.update({f"within-wave residual covariance{'' if spec.n_res == 1 else f' of wave {_py(waves[b + 1])}'}": s_
+                   for b, s_ in enumerate(spec.sl_res)})
+    if ri:
+        blocks["random-intercept covariance"] = spec.sl_ri
+    notes += _boundary_notes(spec, est.raw, blocks) + _missing_info_note(information, Z)
     notes = _notes_and_warn(func, label, est, G if (codes is not None and se == "robust") else None, cluster, notes)
     extra: dict[str, Any] = {}
     if fit_indices:
@@ -1312,9 +1344,13 @@ def _mi_fit(d: dict, invariance: str, random_intercepts: str, equal_lags: bool, 
     if np.any(th < 1e-4):
         bad = sorted({d["items"][i // T] for i in np.flatnonzero(th < 1e-4)})
         notes.append(
-            f"Residual variance of item(s) {bad} is at its lower bound (about 0) at some wave: a Heywood "
-            "case; the item carries no measurement error in the model, check its loading."
+            f"The residual variance of item(s) {bad} is about zero or negative at some wave (a Heywood "
+            "case): the model leaves the item no measurement error; check its loading."
         )
+    blocks = {"wave-1 within covariance": spec.sl_w1, "random-intercept covariance": spec.sl_ri}
+    blocks.update({f"within-wave residual covariance{'' if spec.n_res == 1 else f' of wave {_py(waves[b + 1])}'}": s_
+                   for b, s_ in enumerate(spec.sl_res)})
+    notes += _boundary_notes(spec, est.raw, blocks) + _missing_info_note(information, Z)
     notes = _notes_and_warn(func, label, est, d["G"] if codes is not None else None, cluster, notes)
     extra: dict[str, Any] = {}
     if fit_indices:
