@@ -146,11 +146,11 @@ def power(
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    res = cross_lagged(panel, "unit", "wave", "ex", "cx", kind="riclpm", alpha=alpha, fit_indices=False)
+                    res, fit = cross_lagged(panel, "unit", "wave", "ex", "cx", kind="riclpm", alpha=alpha, fit_indices=False)
             except (ValueError, np.linalg.LinAlgError):
                 failed += 1
                 continue
-            if not res.attrs["fit"]["converged"]:
+            if not fit.converged:
                 failed += 1
                 continue
             p = float(res.loc[res["term"] == "ex->cx", "p"].iloc[0])
