@@ -28,6 +28,6 @@ from cxex_lab.models.sensitivity import (
     sensitivity_within,
 )
 from cxex_lab.models.spillover import spillover
-from cxex_lab.models.direction import cross_lagged, within_effects
+from cxex_lab.models.direction import cross_lagged, cross_lagged_mi, measurement_invariance, within_effects
 from cxex_lab.models.power import power
 from cxex_lab.models.firm_panel import firm_panel
