@@ -579,15 +579,16 @@ def canonical(t: ir.Table, table: str, keep: Iterable[str] = ()) -> ir.Table:
     inputs are truncated to microseconds), whole-number columns int64,
     booleans boolean; ids keep their type (text or whole numbers). Absent
     optional columns are added as typed missing values, so every later step may
-    rely on them. Columns outside the contract are dropped, except ``tp_*``
+    rely on them (absent required ones stay absent). Columns outside the contract are dropped, except ``tp_*``
     items of ``ex_responses`` and the names in ``keep``.
     """
     cols = contract_columns(table, t.columns)
     out = {}
     for c, kind in cols.items():
         if c not in t.columns:
-            out[c] = _null_of(kind)
-            continue
+            if c in OPTIONAL_COLUMNS[table]:
+                out[c] = _null_of(kind)
+            continue  # a missing required column stays missing: the caller names it
         v = t[c]
         dtype = v.type()
         if dtype.is_null():
