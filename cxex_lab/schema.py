@@ -209,6 +209,17 @@ def _kind_ok(dtype, kind: str) -> bool | None:
     return True
 
 
+def _n(v: Any) -> int:
+    """A count from an engine: missing (None, or NaN through pandas on Spark) is 0."""
+    if v is None:
+        return 0
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return 0
+    return 0 if math.isnan(f) else int(f)
+
+
 def _type_word(dtype) -> str:
     if dtype.is_string():
         return "text"
@@ -308,12 +319,12 @@ def _check_table(con, name: str, t: ir.Table | None, problems: _Problems) -> _Ta
     for i, (_, _, bad, _) in enumerate(checks):
         aggs[f"_c{i}"] = bad.cast("int64").sum()
     counts = con.to_pyarrow(t.aggregate(**aggs)).to_pylist()[0]
-    n = int(counts["_n"])
+    n = _n(counts["_n"])
     if n == 0:
         problems.add(name, None, "the table is empty; every table of the contract needs at least one row", 0)
         return None
     for c in wrong:
-        k = int(counts[f"_w_{c}"] or 0)
+        k = _n(counts[f"_w_{c}"])
         if k == 0:  # every value missing: usable as missing values
             usable[c] = cols[c]
             continue
@@ -321,7 +332,7 @@ def _check_table(con, name: str, t: ir.Table | None, problems: _Problems) -> _Ta
         problems.add(name, c, f"must hold {C.KIND_WORDS[cols[c]]}, found {_type_word(schema[c])} values", k,
                      _examples(ex, k))
     for i, (c, rule, bad, show) in enumerate(checks):
-        k = int(counts[f"_c{i}"] or 0)
+        k = _n(counts[f"_c{i}"])
         if k:
             ex = _fetch_examples(con, t, bad, t[c] if show else None)
             problems.add(name, c, rule, k, _examples(ex, k, value=show))
@@ -339,7 +350,7 @@ def _check_table(con, name: str, t: ir.Table | None, problems: _Problems) -> _Ta
 def _check_duplicates(con, name: str, t: ir.Table, keys: list[str], problems: _Problems) -> None:
     nn = t.filter(ibis.and_(*[t[k].notnull() for k in keys]))
     dup = nn.group_by(keys).aggregate(_k=nn.count()).filter(lambda g: g._k > 1)
-    k = int(con.execute(dup._k.sum()) or 0)
+    k = _n(con.execute(dup._k.sum()))
     if k:
         d = dup.select(**{f"_d_{c}": dup[c] for c in keys})
         rows = t.semi_join(d, [t[c] == d[f"_d_{c}"] for c in keys])
@@ -424,7 +435,7 @@ def check_tables(
             after = j._exit.notnull() & (j.started_at > j._exit)
             aggs["_a"] = after.cast("int64").sum()
         c = con.to_pyarrow(j.aggregate(**aggs)).to_pylist()[0]
-        unknown_it, n_nn = int(c["_u"] or 0), int(c["_nn"] or 0)
+        unknown_it, n_nn = _n(c["_u"]), _n(c["_nn"])
         if unknown_it and unknown_it == n_nn:
             ex = _fetch_examples(con, j, unknown, j.employee_id, 3)
             problems.add("interactions", "employee_id",
@@ -435,8 +446,8 @@ def check_tables(
             ex = _fetch_examples(con, j, unknown)
             C.EXCLUSIONS["unknown_employee_interaction"].add(ledger, step, unknown_it, _row_words(ex))
             clean["interactions"] = it.semi_join(emp, _eq(it.employee_id, emp.employee_id))
-        if after is not None and c.get("_a"):
-            k = int(c["_a"])
+        if after is not None and _n(c.get("_a")):
+            k = _n(c["_a"])
             ex = _fetch_examples(con, j, after, j.started_at)
             problems.add("interactions", "started_at", "interaction started after the handling employee's exit date",
                          k, _examples(ex, k))
@@ -453,12 +464,12 @@ def check_tables(
             after = j._exit.notnull() & (j.responded_at > j._exit)
             aggs["_a"] = after.cast("int64").sum()
         c = con.to_pyarrow(j.aggregate(**aggs)).to_pylist()[0]
-        if c["_u"]:
+        if _n(c["_u"]):
             ex = _fetch_examples(con, j, unknown)
-            C.EXCLUSIONS["unknown_employee_ex"].add(ledger, step, int(c["_u"]), _row_words(ex))
+            C.EXCLUSIONS["unknown_employee_ex"].add(ledger, step, _n(c["_u"]), _row_words(ex))
             clean["ex_responses"] = ex_t.semi_join(emp, _eq(ex_t.employee_id, emp.employee_id))
-        if after is not None and c.get("_a"):
-            k = int(c["_a"])
+        if after is not None and _n(c.get("_a")):
+            k = _n(c["_a"])
             ex = _fetch_examples(con, j, after, j.responded_at)
             problems.add("ex_responses", "responded_at", "EX answer given after the employee's exit date", k,
                          _examples(ex, k))
@@ -492,19 +503,19 @@ def check_tables(
             aggs["_b"] = before.cast("int64").sum()
         c = con.to_pyarrow(j.aggregate(**aggs)).to_pylist()[0]
         dropped = False
-        if c["_o"]:
+        if _n(c["_o"]):
             ex = _fetch_examples(con, j, orphan)
-            C.EXCLUSIONS["orphan_response"].add(ledger, step, int(c["_o"]), _row_words(ex))
+            C.EXCLUSIONS["orphan_response"].add(ledger, step, _n(c["_o"]), _row_words(ex))
             dropped = True
-        if unknown_r is not None and c.get("_u"):
+        if unknown_r is not None and _n(c.get("_u")):
             ex = _fetch_examples(con, j, unknown_r)
-            C.EXCLUSIONS["unknown_employee_response"].add(ledger, step, int(c["_u"]), _row_words(ex))
+            C.EXCLUSIONS["unknown_employee_response"].add(ledger, step, _n(c["_u"]), _row_words(ex))
             dropped = True
         if dropped:
             ci = clean["interactions"]
             clean["cx_responses"] = cx.semi_join(ci, _eq(cx.interaction_id, ci.interaction_id))
-        if before is not None and c.get("_b"):
-            k = int(c["_b"])
+        if before is not None and _n(c.get("_b")):
+            k = _n(c["_b"])
             ex = _fetch_examples(con, j, before, j.responded_at)
             problems.add("cx_responses", "responded_at", "response recorded before its interaction started", k,
                          _examples(ex, k))
@@ -517,7 +528,7 @@ def check_tables(
         cust = ci.select(_cid=ci.customer_id).distinct()
         j = co.left_join(cust, _eq(co.customer_id, cust._cid))
         none = j.customer_id.notnull() & j._cid.isnull()
-        k = int(con.execute(none.cast("int64").sum()) or 0)
+        k = _n(con.execute(none.cast("int64").sum()))
         if k:
             ex = _fetch_examples(con, j, none)
             C.EXCLUSIONS["customer_without_interaction"].add(ledger, step, k, _row_words(ex))

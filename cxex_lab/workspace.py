@@ -179,6 +179,8 @@ def _spark_tables(con: Any, files: Mapping[str, list[Path] | None]) -> dict[str,
             if kinds.get(c) == "datetime" and typ == "bigint":
                 df = df.withColumn(c, F.timestamp_micros(F.floor(F.col(c) / 1000).cast("long")))
         view = f"cxex_{name}_{abs(hash((name, tuple(map(str, paths))))) % 10**10}"
+        # read the files once: validation runs several queries on each table (spills to disk when large)
+        df.persist()
         df.createOrReplaceTempView(view)
         out[name] = con.table(view)
     return out
@@ -304,7 +306,7 @@ def _spark_session(spark_remote: str | None, conf: Mapping[str, str] | None = No
                                  "Connect server")
         builder = SparkSession.builder.master(f"local[{os.cpu_count() or 2}]").appName("cxex-lab")
         settings.update({"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-                         "spark.sql.shuffle.partitions": str(max(4, 2 * (os.cpu_count() or 2)))})
+                         "spark.sql.shuffle.partitions": str(max(2, os.cpu_count() or 2))})
     settings.update(conf or {})
     for k, v in settings.items():
         builder = builder.config(k, v)
@@ -1265,8 +1267,9 @@ class Workspace:
         cols = ["customer_id", "period", "retained", "revenue", "prev_period", "n_interactions_prev",
                 "n_answered_prev", "nps_prev", "csat_prev", "ces_prev", "retained_prev", "revenue_prev",
                 "employee_id_prev", "team_id_prev", "site_id_prev"]
-        r = r.select(*cols).mutate(n_interactions_prev=r.n_interactions_prev.fill_null(0),
-                                   n_answered_prev=r.n_answered_prev.fill_null(0))
+        r = r.select(*cols)
+        r = r.mutate(n_interactions_prev=r.n_interactions_prev.fill_null(0),
+                     n_answered_prev=r.n_answered_prev.fill_null(0))
         out = _frame(self.con, r.order_by(["customer_id", "period"]))
         for col in ("n_interactions_prev", "n_answered_prev", "period", "prev_period"):
             out[col] = out[col].astype("int64")
