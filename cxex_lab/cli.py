@@ -8,13 +8,28 @@ from collections.abc import Sequence
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from cxex_lab.simulate import simulate_study
+    import json
+
+    from cxex_lab.simulate import simulate_study, write_study
 
     params = dict(_parse_params(args.param))
-    study = simulate_study(
-        n_sites=args.sites, n_employees=args.employees, n_waves=args.waves, seed=args.seed,
-        latent=args.latent, **params
-    )
+    site_effects = None
+    if args.site_effects:
+        try:
+            site_effects = json.loads(args.site_effects)
+        except json.JSONDecodeError as err:
+            raise SystemExit(f"error: --site-effects must be a JSON list of numbers, e.g. [0.1,-0.2] ({err})")
+    size = dict(n_sites=args.sites, n_employees=args.employees, n_waves=args.waves, seed=args.seed, latent=args.latent)
+    try:
+        if args.chunked:
+            if args.format != "parquet":
+                raise SystemExit("error: --chunked writes Parquet only (use --format parquet)")
+            write_study(args.out, site_effects=site_effects, progress=print, **size, **params)
+            return 0
+        study = simulate_study(site_effects=site_effects, **size, **params)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     out = study.save(args.out, fmt=args.format, latent=args.latent)
     print(f"wrote {study!r} to {out}")
     return 0
@@ -105,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--waves", type=int, default=6)
     sim.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     sim.add_argument("--latent", action="store_true", help="also write the latent (noise-free) tables under latent/")
+    sim.add_argument(
+        "--chunked", action="store_true",
+        help="generate and write site by site (for very large studies; same tables as without it)",
+    )
+    sim.add_argument(
+        "--site-effects", default=None, metavar="JSON",
+        help="fixed latent site effects, one per site, e.g. '[0.3,-0.1]' (default: drawn)",
+    )
     sim.add_argument(
         "-p", "--param", action="append", metavar="NAME=VALUE",
         help="simulator parameter (JSON value), e.g. -p ex_to_cx=0.3; repeatable",

@@ -41,6 +41,9 @@ _BOOL_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 _ID_COLUMNS = ("employee_id", "team_id", "site_id", "interaction_id", "customer_id")
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+#: How every Parquet file is written: microsecond timestamps (Spark cannot read
+#: INT64 TIMESTAMP(NANOS); sub-microsecond digits are dropped).
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "coerce_timestamps": "us", "allow_truncated_timestamps": True}
 
 
 def load_config(config: str | Path | dict | None) -> dict[str, Any]:
@@ -228,7 +231,7 @@ def save_study(study: Study, path: str | Path, fmt: str = "parquet", latent: boo
     for name, df in study.tables().items():
         target = path / f"{name}.{fmt}"
         if fmt == "parquet":
-            df.to_parquet(target, index=False, compression="zstd")
+            df.to_parquet(target, index=False, **PARQUET_OPTIONS)
         else:
             df.to_csv(target, index=False)
     if study.truth is not None:
@@ -236,5 +239,5 @@ def save_study(study: Study, path: str | Path, fmt: str = "parquet", latent: boo
     if latent and study.latent:
         (path / "latent").mkdir(exist_ok=True)
         for name, df in study.latent.items():
-            df.to_parquet(path / "latent" / f"{name}.parquet", index=False, compression="zstd")
+            df.to_parquet(path / "latent" / f"{name}.parquet", index=False, **PARQUET_OPTIONS)
     return path

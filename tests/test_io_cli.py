@@ -120,4 +120,4 @@ def test_sample_is_reproducible_from_its_documented_command(tmp_path):
             pd.read_parquet(tmp_path / f"{name}.parquet"), pd.read_parquet(SAMPLE / f"{name}.parquet")
         )
     sample = load_study(SAMPLE)
-    assert set(sample.latent) == {"employee_waves", "interactions"}
+    assert set(sample.latent) == {"employee_waves", "interactions", "customer_periods"}

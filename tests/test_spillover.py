@@ -18,7 +18,9 @@ def study():
     # ~42k interactions (about 1.3 s). The per-interaction latent CX is the employee-wave
     # level plus an AR(1) deviation that runs across wave boundaries, so (employee, wave)
     # fixed effects absorb the level; pairs that straddle two waves are excluded.
-    return simulate_study(n_sites=5, n_employees=300, n_waves=3, seed=100, latent=True)
+    # insight_spillover=0: these tests fit the empowerment moderation only, and the
+    # truth they check (spillover_by_empowerment) is the carry-over at insight access 3
+    return simulate_study(n_sites=5, n_employees=300, n_waves=3, seed=100, latent=True, insight_spillover=0.0)
 
 
 def _ar_panel(n_agents=3000, t=10, lam=0.5, seed=0):
