@@ -87,3 +87,26 @@ def test_contract_errors_name_the_same_rows_on_spark(spark, small_study, tmp_pat
         messages.append(str(info.value))
     assert messages[0] == messages[1]
     assert "column 'nps': must be between 0 and 10 (2 row(s); e.g. row 5 (value 11), row 42 (value 11))" in messages[0]
+
+
+def test_spark_connect_server(small_study, tmp_path):
+    """The client-server route a cluster uses. Runs where a Spark Connect server is given in
+    $CXEX_LAB_SPARK_REMOTE (e.g. sc://localhost:15002, started with pyspark's
+    sbin/start-connect-server.sh) and the Connect client's packages (pyspark[connect]: grpcio, ...) are
+    installed; skipped otherwise (they are not part of the shared environment)."""
+    import os
+
+    from cxex_lab.workspace import prepare
+
+    remote = os.environ.get("CXEX_LAB_SPARK_REMOTE")
+    if not remote:
+        pytest.skip("no Spark Connect server given in CXEX_LAB_SPARK_REMOTE")
+    small_study.save(tmp_path / "s")
+    panels = [("employee", "wave", 1), ("team", "week", 1), ("site", "window", 1)]
+    sc = prepare(tmp_path / "s", engine="spark", spark_remote=remote, out=tmp_path / "connect", panels=panels)
+    dk = prepare(tmp_path / "s", out=tmp_path / "duckdb", panels=panels)
+    pd.testing.assert_frame_equal(sc.ledger, dk.ledger)
+    for level, period, lag in panels:
+        a, b = sc.panel(level=level, period=period, ex_lag=lag), dk.panel(level=level, period=period, ex_lag=lag)
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9)
+        pd.testing.assert_frame_equal(ledger_of(a), ledger_of(b))
