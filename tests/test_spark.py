@@ -20,6 +20,8 @@ from cxex_lab.schema import DataContractError
 from tests.conftest import SAMPLE
 
 PANELS = [(level, period, 1) for level in LEVELS for period in PERIODS]
+# one worker runs the whole module under pytest-xdist (--dist loadgroup): one Spark session, one prepare
+pytestmark = pytest.mark.xdist_group("spark")
 
 
 @pytest.fixture(scope="module")
