@@ -399,7 +399,9 @@ def prepare(
         Extra settings for the Spark session cxex-lab builds.
     panels : "default", "all", None or list of (level, period, ex_lag)
         Which linked panels to store (default: every level x ``wave`` x lag 0
-        and 1). Others are computed on request from the stored tables.
+        and 1). Others are computed on request from the stored tables. When
+        an existing workspace lacks some requested panels, they are added to
+        it, computed on DuckDB from its tables (whatever ``engine`` says).
     force : bool
         Rebuild even if a workspace with the same key exists.
     threads : int, optional
@@ -474,8 +476,10 @@ def _load_raw(path: Path, config: Any, con: Any) -> tuple[dict[str, ir.Table | N
     tables = engine_tables(path, con) if config is None else None
     truth = None
     if tables is not None:
-        files = {n: str(_table_files(path, n)[1][0] if len(_table_files(path, n)[1]) == 1 else path / n)
-                 if _table_files(path, n) else None for n in TABLES}
+        files = {}
+        for n in TABLES:
+            found = _table_files(path, n)
+            files[n] = None if found is None else str(found[1][0] if len(found[1]) == 1 else path / n)
         if (path / "truth.json").exists():
             truth = json.loads((path / "truth.json").read_text())
         return tables, files, truth

@@ -92,6 +92,13 @@ def test_panels_equal_link_and_account_for_every_response(prepared, study):
                 assert got["n_cx"].sum() + excluded == len(study.cx_responses), (level, lag)
 
 
+def test_link_accepts_a_workspace(prepared):
+    _, ws = prepared
+    pd.testing.assert_frame_equal(link(ws, level="team", period="month"), ws.panel(level="team", period="month"))
+    with pytest.raises(ValueError, match="runs on its own connection"):
+        link(ws, con=object())
+
+
 def test_reporting_panel_from_the_workspace(prepared):
     _, ws = prepared
     rep = ws.panel(level="team", period="wave", reporting=True, min_group_size=10)
