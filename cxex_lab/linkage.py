@@ -62,6 +62,12 @@ its reason, every row that could not be linked:
   to a unit;
 * with ``reporting=True``, groups suppressed for privacy.
 
+The rules (periods, windows, attribution, segments) and the ledger's wording
+are the data contract's, written once in :mod:`cxex_lab.contract`
+(:data:`~cxex_lab.contract.EXCLUSIONS`); validation, the workspace and the
+mirror metrics apply the same ones. ``link`` itself does not validate: a
+:class:`cxex_lab.workspace.Workspace` links validated tables (``ws.panel``).
+
 Every CX response is therefore either behind some row's ``n_cx`` or in the
 ledger (in ``window`` mode windows may overlap, so use ``period="wave"`` for
 that accounting). Units that did answer no EX in the linked wave are kept with
