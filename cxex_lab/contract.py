@@ -409,6 +409,12 @@ def openings_frame(con: Any, ex: ir.Table) -> pd.DataFrame:
     return w.sort_values(["opened", "wave"], kind="stable").reset_index(drop=True)
 
 
+def _in_order(openings: pd.DataFrame) -> pd.DataFrame:
+    """Openings in opening order (ties by wave), whatever order they were given in."""
+    o = openings.assign(opened=pd.to_datetime(openings["opened"]))
+    return o.sort_values(["opened", "wave"], kind="stable").reset_index(drop=True)
+
+
 def wave_period(ts: ir.TimestampValue, openings: pd.DataFrame) -> ir.IntegerValue:
     """The rule: the wave period of a timestamp.
 
@@ -416,6 +422,7 @@ def wave_period(ts: ir.TimestampValue, openings: pd.DataFrame) -> ir.IntegerValu
     wave's opening (the last is open ended): the latest wave opened at or
     before ``ts``. Missing before the first opening and for a missing ``ts``.
     """
+    openings = _in_order(openings)
     pairs = [(ts >= _ts(o), int(w)) for w, o in zip(openings["wave"][::-1], openings["opened"][::-1])]
     return _cases(pairs, "int64")
 
@@ -443,6 +450,7 @@ def ex_wave_of(pkey, period: str, ex_lag: int, openings: pd.DataFrame) -> ir.Int
     *w - ex_lag*; for windows the window's own wave. Missing where no wave is
     that far back.
     """
+    openings = _in_order(openings)
     wl, ol = list(openings["wave"]), list(openings["opened"])
     if period == "window":
         return pkey.cast("int64")
@@ -456,7 +464,7 @@ def ex_wave_of(pkey, period: str, ex_lag: int, openings: pd.DataFrame) -> ir.Int
 
 def previous_wave(wave, openings: pd.DataFrame, k: int = 1) -> ir.IntegerValue:
     """The wave opened ``k`` waves before ``wave`` (in opening order); missing for the first ones."""
-    wl = list(openings["wave"])
+    wl = list(_in_order(openings)["wave"])
     pairs = [(wave == int(w), int(wl[i - k])) for i, w in enumerate(wl) if i - k >= 0]
     return _cases(pairs, "int64")
 
