@@ -744,7 +744,7 @@ class Workspace:
 
     @classmethod
     def _open_file(cls, path: Path) -> "Workspace":
-        spill = Path(tempfile.gettempdir()) / "cxex-lab-spill"
+        spill = Path(tempfile.gettempdir()) / "cxex-lab-spill" / str(os.getpid())  # one per process
         con = contract.duckdb_connect(str(path), read_only=True, temp_directory=str(spill))
         names = set(_list_tables(con))
         meta = {r["name"]: json.loads(r["value"]) for r in con.table("meta").to_pyarrow().to_pylist()}
