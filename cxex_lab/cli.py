@@ -82,7 +82,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         how = "reused" if ws.reused else f"prepared on {args.engine}"
         print(f"{args.path}: workspace {how} in {time.perf_counter() - t0:.1f} s")
         print(f"  {ws.path}")
-        print(ws.summary().to_string(index=False))
+        print(ws.sizes().to_string(index=False))
         ledger = ws.ledger
         if len(ledger):
             print("\nData-quality ledger (rows excluded on purpose):")

@@ -69,9 +69,19 @@ def open_workspace(data_dir: str | Path, segment: str = "all", config: str | Pat
 def load_segment(data_dir: str | Path, segment: str = "all", config: str | Path | None = None) -> Study:
     """Load and validate a study, then keep one segment (a site id, or ``"all"``).
 
-    The validation ledger stays attached (``study.ledger``).
+    The validation ledger stays attached (``study.ledger``). ``data_dir`` may
+    also be a prepared workspace file (what the report runner passes once it
+    prepares a workspace): its validated tables, ledger, truth and latent tables
+    are read back as a Study (small studies only; notebooks that read the
+    workspace use :func:`open_workspace` instead).
     """
-    study = load_study(resolve_path(data_dir), config=config, validate=True)
+    path = resolve_path(data_dir)
+    if path.is_file() and path.suffix == ".duckdb":
+        from cxex_lab.workspace import Workspace, _is_workspace_file
+
+        if _is_workspace_file(path):
+            return Workspace.open(path, segment=segment).to_study()
+    study = load_study(path, config=config, validate=True)
     return study.segment(segment)
 
 

@@ -912,7 +912,16 @@ class Workspace:
         return sorted(str(s) for s in self.con.to_pyarrow(emp.select("site_id").distinct()).column(0).to_pylist()
                       if s is not None)
 
+    @property
+    def fingerprint(self) -> str | None:
+        """Identity of the prepared data (the workspace key: data, config and code); None in memory."""
+        return self.meta.get("key")
+
     def summary(self) -> pd.DataFrame:
+        """Study facts as ``what, value`` rows (the segment's): the same as :meth:`overview`."""
+        return self.overview()
+
+    def sizes(self) -> pd.DataFrame:
         """Rows and columns of each table (the segment's)."""
         rows = []
         counts = {n: t.count().name(n) for n, t in self.tables.items() if t is not None}
@@ -953,7 +962,7 @@ class Workspace:
     def to_study(self, max_interactions: int = 2_000_000) -> Study:
         """The workspace's tables as a pandas :class:`Study` (small studies only; refused above the limit)."""
         n = int(self.con.execute(self.tables["interactions"].count()))
-        if n > max_interactions:
+        if n > max_interactions:  # noqa: SIM102
             raise WorkspaceError(f"to_study: {n:,} interactions are more than max_interactions="
                                  f"{max_interactions:,}; use the workspace's methods, which run in the engine")
         parts = {nm: (_frame(self.con, t) if t is not None else None) for nm, t in self.tables.items()}

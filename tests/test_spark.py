@@ -69,6 +69,7 @@ def test_panels_and_ledgers_equal_duckdb(both):
 
 def test_validated_tables_equal_duckdb(both):
     sp, dk = both
+    pd.testing.assert_frame_equal(sp.sizes(), dk.sizes())
     pd.testing.assert_frame_equal(sp.summary(), dk.summary())
     for name in ("employees", "ex_responses"):
         pd.testing.assert_frame_equal(getattr(sp, name), getattr(dk, name))

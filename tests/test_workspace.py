@@ -59,7 +59,7 @@ def test_prepare_reuses_while_data_unchanged(prepared, study):
 
 def test_tables_are_the_validated_ones(prepared, study):
     _, ws = prepared
-    summary = ws.summary().set_index("table")["rows"]
+    summary = ws.sizes().set_index("table")["rows"]
     assert summary["interactions"] == len(study.interactions)
     assert summary["cx_responses"] == len(study.cx_responses) - 6  # the orphans are excluded ...
     led = ws.ledger
@@ -123,7 +123,7 @@ def test_segment_filters_through_the_contract(prepared, study):
     pd.testing.assert_frame_equal(seg.panel(level="employee"), link(study, level="employee", segment="S02"),
                                   check_exact=False, rtol=1e-9)
     exp_int = study.interactions.merge(study.employees[["employee_id", "site_id"]], on="employee_id")
-    assert seg.summary().set_index("table").loc["interactions", "rows"] == (exp_int["site_id"] == "S02").sum()
+    assert seg.sizes().set_index("table").loc["interactions", "rows"] == (exp_int["site_id"] == "S02").sum()
     pd.testing.assert_series_equal(seg.wave_openings(), ws.wave_openings())  # waves are study-wide
     with pytest.raises(ValueError, match=r"unknown segment\(s\) \['S99'\]"):
         ws.with_segment("S99")
@@ -323,3 +323,18 @@ def test_cli_prepare(study, tmp_path, capsys):
     df.to_parquet(tmp_path / "s" / "cx_responses.parquet")
     assert main(["prepare", str(tmp_path / "s"), "--out", str(tmp_path / "out")]) == 1
     assert "column 'csat': must be between 1 and 5 (1 row(s); e.g. row 2 (value 9))" in capsys.readouterr().err
+
+
+def test_load_segment_reads_a_workspace_file(prepared):
+    """The bridge for today's notebooks: the runner may pass the workspace file as data_dir."""
+    from cxex_lab.report import load_segment
+
+    root, ws = prepared
+    a = load_segment(ws.path, "S02")
+    b = load_segment(root / "study", "S02")
+    assert len(a.interactions) == len(b.interactions) and len(a.cx_responses) == len(b.cx_responses)
+    pd.testing.assert_frame_equal(a.ledger, b.ledger)
+    assert a.truth is not None and set(a.employees["site_id"]) == {"S02"}
+    facts = ws.summary().set_index("what")["value"]
+    assert facts["interactions"] == str(ws.sizes().set_index("table").loc[
+        "interactions", "rows"])
