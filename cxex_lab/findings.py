@@ -52,6 +52,8 @@ COLUMNS: tuple[str, ...] = (
     "n", "n_clusters", "method", "kind", "causal", "caveat",
 )
 KINDS: tuple[str, ...] = ("effect", "association", "descriptive")
+#: Optional columns a row may carry (read by :mod:`cxex_lab.present`).
+OPTIONAL_COLUMNS: tuple[str, ...] = ("sentence", "headline")
 
 #: Harness targets a finding presented as an effect must meet.
 COVERAGE_TARGET: tuple[float, float] = (0.92, 0.98)
@@ -123,8 +125,16 @@ def finding(
     method: str,
     kind: str,
     caveat: str = "",
+    sentence: str | None = None,
+    headline: bool = False,
 ) -> dict[str, Any]:
-    """One row of a findings table (``causal`` is filled in by :func:`findings_table`)."""
+    """One row of a findings table (``causal`` is filled in by :func:`findings_table`).
+
+    ``sentence`` is an optional template for the report's key-finding sentence
+    (placeholders in :mod:`cxex_lab.present`: ``{value}``, ``{interval}``,
+    ``{unit}``, ``{link}``, ``{sign:up|down}``, ...); ``headline`` marks the rows
+    the "Key findings" section and the landing page state first.
+    """
     if kind not in KINDS:
         raise ValueError(f"finding {key!r}: kind must be one of {KINDS}, got {kind!r}")
     return {
@@ -133,7 +143,7 @@ def finding(
         "ci_low": float(ci_low) if ci_low is not None else np.nan,
         "ci_high": float(ci_high) if ci_high is not None else np.nan,
         "unit": unit, "n": n, "n_clusters": n_clusters, "method": method, "kind": kind,
-        "causal": False, "caveat": caveat,
+        "causal": False, "caveat": caveat, "sentence": sentence, "headline": bool(headline),
     }
 
 
@@ -159,7 +169,8 @@ def findings_table(rows: Iterable[Mapping[str, Any]], harness: Mapping[str, Mapp
                 why = _why_not(v)
                 r["caveat"] = (r["caveat"] + " " if r["caveat"] else "") + why
         out.append(r)
-    df = pd.DataFrame(out, columns=list(COLUMNS))
+    extra = [c for c in OPTIONAL_COLUMNS if any(c in r for r in out)]
+    df = pd.DataFrame(out, columns=list(COLUMNS) + extra)
     for c in ("n", "n_clusters"):
         df[c] = pd.array(df[c], dtype="Int64")
     df["causal"] = df["causal"].astype(bool)
@@ -202,3 +213,492 @@ def truth_check(table: pd.DataFrame, truth: Mapping[str, Any] | None) -> pd.Data
                      "ci_high": r.ci_high, "truth": value, "inside_ci": inside,
                      "latent": float(latent) if latent is not None else math.nan})
     return pd.DataFrame(rows, columns=["key", "finding", "estimate", "ci_low", "ci_high", "truth", "inside_ci", "latent"])
+
+
+# =========================================================================== firm level (issue 15)
+_FIRM_UNIT = "index points (0-100) per star (1-5)"
+
+
+def _contact_key(level: Any) -> str:
+    import re
+
+    slug = re.sub(r"[^0-9a-z]+", "_", str(level).strip().lower()).strip("_") or "level"
+    return slug if slug.endswith("contact") else f"{slug}_contact"
+
+
+def firm_level(
+    panel: Any,
+    *,
+    firm: str = "firm_id",
+    industry: str | None = "industry",
+    contact: str | None = "contact_intensity",
+    year: str = "year",
+    rating: str = "employee_rating",
+    index: str = "customer_index",
+    n_reviews: str | None = "n_reviews",
+    review_sd: float | str | None = "rating_sd",
+    min_group_size: int = 5,
+    few_reviews: int = 50,
+    truth: Mapping[str, Any] | None = None,
+    details: bool = True,
+    n_boot: int = 499,
+    seed: int | None = 0,
+    source: str | None = None,
+) -> Findings:
+    """Findings of the firm-level report: do firms whose employees rate them higher have happier customers?
+
+    Parameters
+    ----------
+    panel : DataFrame or FirmPanel
+        A firm x year panel (one row per firm and year), or an object with
+        ``.data`` (the panel) and ``.truth`` (a simulated panel from
+        :func:`cxex_lab.simulate_firms.simulate_firms`).
+    firm, industry, contact, year, rating, index, n_reviews : str
+        Column names. ``industry``, ``contact`` (values such as ``high`` /
+        ``low``) and ``n_reviews`` are optional: a name that is not a column
+        is treated as absent and the findings that need it are left out.
+    review_sd : float or str
+        The SD of one review in stars, or a column of per-firm-year review SDs
+        (default ``"rating_sd"``); with ``n_reviews`` it gives the rating's
+        reliability and the noise-corrected slopes.
+    min_group_size : int
+        Industries (and contact groups) with fewer firms are suppressed in the
+        report tables (they stay in the estimates), counted in the ledger.
+    few_reviews : int
+        The ``designs`` table compares the within-firm slope on firm-years
+        with fewer reviews than this against the rest (default 50).
+    truth : mapping, optional
+        The simulator's truth record (taken from ``panel.truth`` if absent).
+    details : bool
+        Also compute the supporting tables (False: only the findings table,
+        for replicate studies).
+    n_boot, seed : int
+        Firm-bootstrap draws for correlation intervals, and their seed.
+    source : str, optional
+        File name for error messages.
+
+    Returns
+    -------
+    Findings
+        ``report="firm_level"``; keys ``firm.fe.per_star`` (two-way fixed
+        effects, all firms), ``firm.fe.per_star.<level>_contact`` and
+        ``firm.fe.difference`` (by contact intensity), ``firm.fe_corrected.*``
+        (review-noise corrected), ``firm.lag.rating_to_index`` /
+        ``firm.lag.index_to_rating`` (direction), ``firm.pooled.corr``,
+        ``firm.pooled.per_star``, ``firm.between.per_star``,
+        ``firm.cross_section.r2`` (the contrasts) and
+        ``firm.fe.share_of_spread`` (the effect in % of the index's spread
+        between firms). ``details``: ``by_industry`` (small industries
+        suppressed), ``by_contact``, ``designs`` (how pooling, contact
+        intensity, few reviews and confounding move the answer),
+        ``direction``, ``noise``, ``effect_size``, ``ledger``.
+
+    Notes
+    -----
+    Fixed-effects rows are ``kind="effect"``: within-firm designs that remove
+    stable firm differences and common year shocks (their ``causal`` flag comes
+    from the replicate-study harness); pooled, between and cross-sectional rows
+    and the lagged direction diagnostics are associations. See
+    :func:`cxex_lab.models.firm_panel` for the estimators and what they were
+    checked against.
+
+    Examples
+    --------
+    >>> from cxex_lab.simulate_firms import simulate_firms
+    >>> f = firm_level(simulate_firms(n_firms=120, seed=2, truth_firms=0), details=False, n_boot=99)
+    >>> "firm.fe.per_star.high_contact" in set(f.table["key"])
+    True
+    """
+    from cxex_lab.ledger import Ledger
+    from cxex_lab.models.firm_panel import firm_panel, validate_firm_panel
+    from cxex_lab.privacy import check_min_group_size
+    from cxex_lab.results import quietly
+
+    min_group_size = check_min_group_size(min_group_size)
+    data = panel.data if hasattr(panel, "data") and isinstance(getattr(panel, "data"), pd.DataFrame) else panel
+    if truth is None:
+        truth = getattr(panel, "truth", None)
+    if not isinstance(data, pd.DataFrame):
+        raise ValueError(f"firm_level: expected a DataFrame or a FirmPanel, got {type(panel).__name__}.")
+    source = source or data.attrs.get("source")
+    cols = set(data.columns)
+    industry = industry if industry in cols else None
+    contact = contact if contact in cols else None
+    n_reviews = n_reviews if n_reviews in cols else None
+    if isinstance(review_sd, str) and review_sd not in cols:
+        review_sd = None
+    if n_reviews is None:
+        review_sd = None
+    validate_firm_panel(data, firm=firm, year=year, x=rating, y=index, n_reviews=n_reviews, source=source,
+                        func="firm_level")
+    ledger = Ledger()
+    notes: list[str] = []
+    rows: list[dict] = []
+    common = dict(firm=firm, year=year, x=rating, y=index, source=source)
+    noise_kw = dict(n_reviews=n_reviews, review_sd=review_sd) if review_sd is not None else {}
+
+    def run(**kw):
+        with quietly():
+            return firm_panel(data, **common, **kw)
+
+    # contact groups that may be shown (privacy: at least min_group_size firms)
+    levels: list = []
+    if contact is not None:
+        firms_per = data.dropna(subset=[contact]).groupby(contact)[firm].nunique()
+        small = firms_per[firms_per < min_group_size]
+        if len(small):
+            ledger.add("privacy", "firm panel", f"contact group with fewer than {min_group_size} firms: "
+                       "its per-group findings are not shown", int(data[contact].isin(small.index).sum()))
+            notes.append(f"Contact group(s) {list(map(str, small.index))} have fewer than {min_group_size} firms; "
+                         "their per-group estimates are not shown.")
+        levels = [lv for lv in firms_per.index if lv not in small.index]
+
+    # --- two-way fixed effects: all firms
+    fe_all = run(design="fe", ledger=ledger, **noise_kw)
+    t = fe_all.table.iloc[0]
+    rel = fe_all.fit.reliability.get("all")
+    rel_txt = f" (within-firm reliability of the rating {rel:.2f})" if rel is not None and np.isfinite(rel) else ""
+    rows.append(finding(
+        "firm.fe.per_star", "Index points per star, within firms (all firms)",
+        "Change in a firm's customer index when its own employer rating is one star higher, net of stable firm "
+        "differences and shocks common to a year (two-way fixed effects)",
+        t.estimate, t.ci_low, t.ci_high, unit=_FIRM_UNIT, n=int(t.n), n_clusters=fe_all.fit.n_clusters,
+        method="two-way FE (firm, year), PanelOLS; intervals clustered by firm", kind="effect",
+        caveat=f"Attenuated by the noise of ratings averaged over few reviews{rel_txt}.",
+    ))
+    notes.extend(fe_all.fit.notes)
+
+    fe_c = None
+    if len(levels) >= 2:
+        sub = data[data[contact].isin(levels)]
+        with quietly():
+            fe_c = firm_panel(sub, **common, design="fe", moderator=contact, **noise_kw)
+        for r in fe_c.table.itertuples(index=False):
+            if " - " in r.group:
+                key, label = "firm.fe.difference", f"Difference in index points per star, {r.group} contact"
+                estimand = f"Within-firm slope in {r.group.split(' - ')[0]}-contact firms minus that in {r.group.split(' - ')[1]}-contact firms"
+            else:
+                key = f"firm.fe.per_star.{_contact_key(r.group)}"
+                label = f"Index points per star, within firms ({r.group} contact)"
+                estimand = (f"Change in the index when a {r.group}-contact firm's own rating is one star higher "
+                            "(two-way fixed effects, slope by contact intensity)")
+            cav = "Attenuated by rating noise" + (f" (reliability {r.reliability:.2f})" if np.isfinite(r.reliability) else "") + "."
+            rows.append(finding(key, label, estimand, r.estimate, r.ci_low, r.ci_high, unit=_FIRM_UNIT, n=int(r.n),
+                                n_clusters=int(r.n_firms), method="two-way FE with contact interaction, PanelOLS; "
+                                "clustered by firm", kind="effect", caveat=cav))
+        notes.extend(n_ for n_ in fe_c.fit.notes if n_ not in notes)
+
+    # --- review-noise corrected
+    fe_eiv = fe_eiv_c = None
+    if review_sd is not None:
+        try:
+            fe_eiv = run(design="fe", eiv=True, **noise_kw)
+            t = fe_eiv.table.iloc[0]
+            rows.append(finding(
+                "firm.fe_corrected.per_star", "Index points per star, within firms, corrected for rating noise",
+                "The within-firm slope per star of the true (noise-free) rating: errors-in-variables correction "
+                "with review noise variance review_sd^2 / n_reviews", t.estimate, t.ci_low, t.ci_high,
+                unit=_FIRM_UNIT, n=int(t.n), n_clusters=fe_eiv.fit.n_clusters,
+                method="two-way FE, errors-in-variables corrected; clustered by firm", kind="effect",
+                caveat="Assumes reviews are independent draws around the firm-year's true rating."))
+            if len(levels) >= 2:
+                with quietly():
+                    fe_eiv_c = firm_panel(data[data[contact].isin(levels)], **common, design="fe", moderator=contact,
+                                          eiv=True, **noise_kw)
+                for r in fe_eiv_c.table.itertuples(index=False):
+                    key = ("firm.fe_corrected.difference" if " - " in r.group
+                           else f"firm.fe_corrected.per_star.{_contact_key(r.group)}")
+                    rows.append(finding(key, f"Index points per star, within firms, corrected ({r.group} contact)",
+                                        "Noise-corrected within-firm slope by contact intensity", r.estimate, r.ci_low,
+                                        r.ci_high, unit=_FIRM_UNIT, n=int(r.n), n_clusters=int(r.n_firms),
+                                        method="two-way FE with contact interaction, errors-in-variables corrected; "
+                                        "clustered by firm", kind="effect",
+                                        caveat="Assumes reviews are independent draws around the firm-year's true rating."))
+        except ValueError as exc:
+            notes.append(f"The rating-noise correction could not be computed: {exc}")
+
+    # --- direction (lagged, both ways)
+    lag_rows = {}
+    for key, rev, label, unit in (("firm.lag.rating_to_index", False, "Last year's rating -> this year's index",
+                                   _FIRM_UNIT),
+                                  ("firm.lag.index_to_rating", True, "Last year's index -> this year's rating",
+                                   "stars per index point")):
+        try:
+            res = run(design="fe", lag=1, reverse=rev)
+        except ValueError as exc:
+            notes.append(f"{label}: not estimated ({exc})")
+            continue
+        lag_rows[key] = res
+        t = res.table.iloc[0]
+        rows.append(finding(key, label, f"{label}, within firms, controlling the outcome's previous value "
+                            "(two-way FE, consecutive years)", t.estimate, t.ci_low, t.ci_high, unit=unit,
+                            n=int(t.n), n_clusters=res.fit.n_clusters,
+                            method="two-way FE, lagged predictor and lagged outcome; clustered by firm",
+                            kind="association",
+                            caveat="Direction diagnostic: Nickell (1981) bias of order 1/T and persistence leaking "
+                                   "through a noisy lagged rating; not an effect."))
+
+    # --- contrasts: pooled, between, snapshot
+    pooled = run(design="pooled", n_boot=n_boot, seed=seed)
+    between = run(design="between", n_boot=n_boot, seed=seed)
+    snap = run(design="cross_section", n_boot=n_boot, seed=seed)
+    tp = pooled.table.set_index("term")
+    rows.append(finding("firm.pooled.corr", "Correlation of rating and index, pooled over firm-years",
+                        "Pearson correlation of the employer rating and the customer index across all firm-years",
+                        tp.loc["corr", "estimate"], tp.loc["corr", "ci_low"], tp.loc["corr", "ci_high"],
+                        unit="correlation", n=int(tp.loc["corr", "n"]), n_clusters=pooled.fit.n_clusters,
+                        method="Pearson r; firm-cluster bootstrap interval", kind="association",
+                        caveat="Mixes stable differences between firms and industries (brand, pay, industry) "
+                               "into the association."))
+    rows.append(finding("firm.pooled.per_star", "Index points per star, pooled over firm-years",
+                        "OLS slope of the index on the rating across all firm-years (no fixed effects)",
+                        tp.loc["rating->index", "estimate"], tp.loc["rating->index", "ci_low"],
+                        tp.loc["rating->index", "ci_high"], unit=_FIRM_UNIT, n=int(tp.loc["rating->index", "n"]),
+                        n_clusters=pooled.fit.n_clusters, method="pooled OLS; clustered by firm", kind="association",
+                        caveat="Confounded by stable firm differences that raise both series."))
+    tb = between.table.set_index("term")
+    rows.append(finding("firm.between.per_star", "Index points per star, between firms (firm means)",
+                        "OLS slope of the firm's mean index on its mean rating (one row per firm)",
+                        tb.loc["rating->index", "estimate"], tb.loc["rating->index", "ci_low"],
+                        tb.loc["rating->index", "ci_high"], unit=_FIRM_UNIT, n=int(tb.loc["rating->index", "n"]),
+                        n_clusters=between.fit.n_firms, method="OLS on firm means; HC1 intervals", kind="association",
+                        caveat="Uses only stable differences between firms: confounded by brand, pay and industry."))
+    ts = snap.table.set_index("term")
+    snap_year = int(data.loc[data[[rating, index]].notna().all(axis=1), year].max())
+    rows.append(finding("firm.cross_section.r2", f"Share of the index's variance the rating explains ({snap_year})",
+                        "R² (squared correlation) of index on rating across firms in the last year: the single-snapshot "
+                        "design", ts.loc["r2", "estimate"], ts.loc["r2", "ci_low"], ts.loc["r2", "ci_high"],
+                        unit="share of variance", n=int(ts.loc["r2", "n"]), n_clusters=snap.fit.n_firms,
+                        method="squared Pearson r; firm bootstrap interval", kind="association",
+                        caveat="A small R² can hide a sizeable slope: ratings vary little between firms compared with "
+                               "everything else that moves the index."))
+
+    # --- effect size in plain words
+    rated = data.dropna(subset=[rating, index])
+    firm_means = rated.groupby(firm)[[rating, index]].mean()
+    sd_between = float(firm_means[index].std(ddof=1))
+    fe_row = fe_all.table.iloc[0]
+    share = 100 * fe_row.estimate / sd_between if sd_between > 0 else np.nan
+    rows.append(finding("firm.fe.share_of_spread", "Within-firm effect of one star, in % of the index's spread between firms",
+                        "firm.fe.per_star divided by the SD of the firms' mean index, in percent",
+                        share, 100 * fe_row.ci_low / sd_between, 100 * fe_row.ci_high / sd_between,
+                        unit="% of the between-firm SD of the index", n=int(fe_row.n),
+                        n_clusters=fe_all.fit.n_clusters, method="ratio (SD treated as fixed)", kind="descriptive",
+                        caveat="Interval treats the between-firm SD as known."))
+    table = findings_table(rows)
+
+    # --- truth check
+    tcheck = None
+    if truth:
+        if truth.get("observed"):
+            tcheck = truth_check(table, truth)
+        else:
+            eff = truth.get("derived", {}).get("effect_per_star", {})
+            lat = {f"firm.fe_corrected.per_star.{_contact_key(k)}": v for k, v in eff.items() if k in ("high", "low")}
+            if "difference" in eff:
+                lat["firm.fe_corrected.difference"] = eff["difference"]
+            recs = []
+            for r in table.itertuples(index=False):
+                if r.key in lat:
+                    v = float(lat[r.key])
+                    recs.append({"key": r.key, "finding": r.finding, "estimate": r.estimate, "ci_low": r.ci_low,
+                                 "ci_high": r.ci_high, "truth": v, "inside_ci": bool(r.ci_low <= v <= r.ci_high),
+                                 "latent": v})
+            tcheck = pd.DataFrame(recs, columns=["key", "finding", "estimate", "ci_low", "ci_high", "truth",
+                                                 "inside_ci", "latent"])
+            notes.append("The truth record has no observed-scale section: the noise-corrected slopes are compared with "
+                         "the structural effects per star (the uncorrected slopes are attenuated and have no latent match).")
+
+    out_details: dict[str, pd.DataFrame] = {}
+    if details:
+        out_details = _firm_details(data, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled, between, snap,
+                                    firm=firm, industry=industry, contact=contact, year=year, rating=rating,
+                                    index=index, n_reviews=n_reviews, review_sd=review_sd, levels=levels,
+                                    min_group_size=min_group_size, ledger=ledger, notes=notes,
+                                    sd_between=sd_between, snap_year=snap_year, few_reviews=few_reviews)
+        out_details["ledger"] = ledger.frame
+    return Findings(report="firm_level", table=table, details=out_details, notes=tuple(dict.fromkeys(notes)),
+                    truth=tcheck)
+
+
+def _firm_details(data, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled, between, snap, *, firm, industry,
+                  contact, year, rating, index, n_reviews, review_sd, levels, min_group_size, ledger, notes,
+                  sd_between, snap_year, few_reviews) -> dict[str, pd.DataFrame]:
+    """The supporting tables of the firm-level report (see :func:`firm_level`)."""
+    from cxex_lab.models.firm_panel import firm_panel
+    from cxex_lab.privacy import suppress_small_groups
+    from cxex_lab.results import quietly
+
+    det: dict[str, pd.DataFrame] = {}
+    rated = data.dropna(subset=[rating, index])
+
+    # --- by industry (small industries suppressed)
+    if industry is not None:
+        keys = [industry] + ([contact] if contact is not None else [])
+        g = rated.groupby(keys, dropna=False)
+        by = g.agg(n_firms=(firm, "nunique"), n_firm_years=(year, "size"), mean_rating=(rating, "mean"),
+                   mean_index=(index, "mean")).reset_index()
+        by["corr"] = [
+            float(np.corrcoef(s[rating], s[index])[0, 1]) if len(s) > 2 and s[rating].std() > 0 and s[index].std() > 0
+            else np.nan for _, s in g]
+        big = by.loc[by["n_firms"] >= min_group_size, industry].tolist()
+        fe_cols = {"fe_per_star": np.nan, "fe_ci_low": np.nan, "fe_ci_high": np.nan}
+        for c, v in fe_cols.items():
+            by[c] = v
+        eligible = [ind for ind in big if
+                    (rated[rated[industry] == ind].groupby(firm)[year].size() >= 2).sum() >= 2]
+        if len(eligible) >= 2:
+            try:
+                with quietly():
+                    res = firm_panel(rated[rated[industry].isin(eligible)], firm=firm, year=year, x=rating, y=index,
+                                     moderator=industry)
+                slopes = res.table[~res.table["group"].str.contains(" - ", regex=False)].set_index("group")
+                for i, ind in by[industry].items():
+                    if str(ind) in slopes.index:
+                        by.loc[i, ["fe_per_star", "fe_ci_low", "fe_ci_high"]] = \
+                            slopes.loc[str(ind), ["estimate", "ci_low", "ci_high"]].to_numpy(float)
+            except ValueError as exc:
+                notes.append(f"Per-industry fixed-effects slopes not estimated: {exc}")
+        by = suppress_small_groups(by, "n_firms", ["n_firm_years", "mean_rating", "mean_index", "corr",
+                                                  "fe_per_star", "fe_ci_low", "fe_ci_high"],
+                                   min_group_size=min_group_size, ledger=ledger, table="by_industry")
+        n_sup = int(by["suppressed"].sum())
+        if n_sup:
+            notes.append(f"{n_sup} industr{'y has' if n_sup == 1 else 'ies have'} fewer than {min_group_size} firms: "
+                         "suppressed in the by-industry table (the firms stay in the overall estimates).")
+        sort = [contact, industry] if contact is not None else [industry]
+        det["by_industry"] = by.sort_values(sort).reset_index(drop=True)
+
+    # --- by contact intensity
+    if contact is not None:
+        g = rated.groupby(contact)
+        bc = g.agg(n_firms=(firm, "nunique"), n_firm_years=(year, "size"), mean_rating=(rating, "mean"),
+                   mean_index=(index, "mean")).reset_index()
+        bc["share_of_firms"] = bc["n_firms"] / rated[firm].nunique()
+        if n_reviews is not None:
+            bc["median_reviews"] = g[n_reviews].median().to_numpy()
+        if fe_c is not None:
+            rel = fe_c.fit.reliability
+            bc["reliability"] = [rel.get(str(v), np.nan) for v in bc[contact]]
+        det["by_contact"] = suppress_small_groups(bc, "n_firms", [c for c in bc.columns if c not in (contact, "n_firms")],
+                                                  min_group_size=min_group_size)
+
+    # --- what moves the answer
+    rows = []
+
+    def add(step, label, res, term, group="all", kind="association", reading=""):
+        t = res.table
+        hit = t[(t["term"] == term) & (t["group"] == str(group))]
+        if hit.empty:
+            return
+        r = hit.iloc[0]
+        rows.append({"step": step, "analysis": label, "group": str(group), "estimate": r.estimate, "ci_low": r.ci_low,
+                     "ci_high": r.ci_high, "unit": r.unit, "n_firms": int(r.n_firms), "kind": kind,
+                     "reliability": r.reliability, "reading": reading})
+
+    add(1, "Pooled correlation, all firm-years", pooled, "corr",
+        reading="how tightly the two series move together across firms and years")
+    add(1, "Pooled R², all firm-years", pooled, "r2", reading="share of the index's variance the rating explains")
+    add(2, f"Snapshot R², {snap_year} only", snap, "r2", reading="the single-year design: most variation is between firms")
+    with quietly():
+        snap_c = firm_panel(rated[rated[contact].isin(levels)], firm=firm, year=year, x=rating, y=index,
+                            design="cross_section", moderator=contact, n_boot=199) if len(levels) >= 2 else None
+    if snap_c is not None:
+        for lv in levels:
+            add(2, f"Snapshot R², {snap_year} only", snap_c, "r2", lv)
+    add(3, "Pooled slope, all firm-years", pooled, "rating->index",
+        reading="mixes stable differences (brand, pay, industry) into the slope")
+    add(4, "Between firms (firm means)", between, "rating->index", reading="only stable differences: confounded")
+    add(5, "Within firms (two-way FE)", fe_all, "rating->index", kind="effect",
+        reading="the published design: a firm's own rating moving, year shocks removed")
+    if fe_c is not None:
+        for lv in levels:
+            add(6, "Within firms, by contact intensity", fe_c, "rating->index", lv, kind="effect",
+                reading="the effect depends on how much customers meet employees")
+    if n_reviews is not None:
+        by_group = len(levels) >= 2
+        try:
+            with quietly():
+                fe_w = firm_panel(rated[rated[contact].isin(levels)] if by_group else rated, firm=firm, year=year,
+                                  x=rating, y=index, weights=n_reviews, moderator=contact if by_group else None)
+            for lv in (levels if by_group else ["all"]):
+                add(7, "Within firms, weighted by review count", fe_w, "rating->index", lv, kind="effect",
+                    reading="ratings resting on more reviews count more: less attenuation")
+        except ValueError as exc:
+            notes.append(f"Within firms, weighted by review count: not estimated ({exc})")
+        # firm-years resting on few vs many reviews: the within-firm slope on each subset
+        noise_kw = dict(n_reviews=n_reviews, review_sd=review_sd) if review_sd is not None else {}
+        for label, sub in ((f"Within firms, firm-years with fewer than {few_reviews} reviews",
+                            rated[rated[n_reviews] < few_reviews]),
+                           (f"Within firms, firm-years with {few_reviews} or more reviews",
+                            rated[rated[n_reviews] >= few_reviews])):
+            try:
+                with quietly():
+                    if len(levels) >= 2:
+                        res = firm_panel(sub[sub[contact].isin(levels)], firm=firm, year=year, x=rating, y=index,
+                                         moderator=contact, **noise_kw)
+                    else:
+                        res = firm_panel(sub, firm=firm, year=year, x=rating, y=index, **noise_kw)
+            except ValueError as exc:
+                notes.append(f"{label}: not estimated ({exc})")
+                continue
+            for lv in (levels if len(levels) >= 2 else ["all"]):
+                add(8, label, res, "rating->index", lv, kind="effect",
+                    reading="ratings averaged over few reviews are noisy: the slope is attenuated")
+    if fe_eiv is not None:
+        src = fe_eiv_c if fe_eiv_c is not None else fe_eiv
+        for lv in (levels if fe_eiv_c is not None else ["all"]):
+            add(9, "Within firms, corrected for rating noise", src, "rating->index", lv, kind="effect",
+                reading="errors-in-variables correction: the slope per star of the true rating")
+    det["designs"] = pd.DataFrame(rows)
+
+    # --- direction
+    drows = []
+    for key, res in lag_rows.items():
+        for r in res.table.itertuples(index=False):
+            drows.append({"key": key, "term": r.term, "estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                          "p": r.p, "unit": r.unit, "n": r.n, "n_firms": r.n_firms})
+    det["direction"] = pd.DataFrame(drows)
+
+    # --- rating noise
+    if fe_c is not None or fe_eiv is not None:
+        nrows = []
+        groups = levels if fe_c is not None else ["all"]
+        for lv in groups:
+            rec = {"group": str(lv)}
+            src = fe_c if fe_c is not None else fe_all
+            rec["reliability"] = src.fit.reliability.get(str(lv), np.nan)
+            for name, res in (("fe", src), ("corrected", fe_eiv_c if fe_c is not None else fe_eiv)):
+                if res is None:
+                    continue
+                hit = res.table[(res.table["term"] == "rating->index") & (res.table["group"] == str(lv))]
+                if len(hit):
+                    rec[f"{name}_per_star"] = float(hit.iloc[0].estimate)
+                    rec[f"{name}_ci_low"] = float(hit.iloc[0].ci_low)
+                    rec[f"{name}_ci_high"] = float(hit.iloc[0].ci_high)
+            nrows.append(rec)
+        det["noise"] = pd.DataFrame(nrows)
+
+    # --- effect size
+    within_sd = float(rated.groupby(firm)[rating].transform(lambda s: s - s.mean()).std(ddof=1))
+    est = float(fe_all.table.iloc[0].estimate)
+    eff = [{"group": "all", "per_star": est, "between_firm_sd_index": sd_between,
+            "share_of_spread_pct": 100 * est / sd_between if sd_between > 0 else np.nan,
+            "within_firm_sd_rating": within_sd, "typical_move": est * within_sd}]
+    if fe_c is not None:
+        for lv in levels:
+            hit = fe_c.table[(fe_c.table["term"] == "rating->index") & (fe_c.table["group"] == str(lv))]
+            if len(hit):
+                e = float(hit.iloc[0].estimate)
+                eff.append({"group": str(lv), "per_star": e, "between_firm_sd_index": sd_between,
+                            "share_of_spread_pct": 100 * e / sd_between if sd_between > 0 else np.nan,
+                            "within_firm_sd_rating": within_sd, "typical_move": e * within_sd})
+    ef = pd.DataFrame(eff)
+    ef["sentence"] = [
+        (f"{'All firms' if r.group == 'all' else r.group.capitalize() + '-contact firms'}: one more star goes with "
+         f"about {r.per_star:+.1f} index points, about {r.share_of_spread_pct:.0f}% of the index's spread between "
+         f"firms (SD {r.between_firm_sd_index:.1f} points); a typical year-to-year move of a firm's rating "
+         f"({r.within_firm_sd_rating:.2f} stars) goes with {r.typical_move:+.2f} points.")
+        for r in ef.itertuples(index=False)]
+    det["effect_size"] = ef
+    return det

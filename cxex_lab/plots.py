@@ -1,87 +1,441 @@
-"""Figures for the notebooks. Each function draws a tidy table it is given; none
-loads data or fits a model."""
+"""Figures for the reports. Each function draws a tidy table it is given (none
+loads data or fits a model) and returns a :class:`Chart`: the matplotlib figure
+plus **alt text** describing it in words.
+
+One style for all (:data:`STYLE`), units on every value axis, and a forest plot
+that never puts two units on one axis (one panel per unit).
+
+In a notebook::
+
+    from cxex_lab import plots
+    from cxex_lab.present import show_figure
+
+    show_figure(plots.forest(table, title="..."))   # or just `plots.forest(...)` as a cell's last line
+
+A :class:`Chart` displays itself as ``<figure><img alt=...>`` with the PNG
+embedded, so the rendered report needs no external file and every image has
+alt text.
+
+================================  ===========================================
+function                          draws (report)
+================================  ===========================================
+:func:`response_rates`            EX / CX response rate per wave (01)
+:func:`mirror`                    EX beside CX on the three mirror dimensions,
+                                  by site or wave (02)
+:func:`company_vs_linked`         company-level points vs the linked scatter (03)
+:func:`forest`                    estimates with intervals, one panel per unit,
+                                  optional truth marks and hue (04-07)
+:func:`power_curves`              power by employees, one panel per number of
+                                  waves, one line per effect size (08)
+================================  ===========================================
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-import matplotlib.pyplot as plt
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 
-__all__ = ["forest", "mirror_plot"]
+__all__ = ["STYLE", "COLORS", "Chart", "style", "forest", "mirror", "mirror_plot", "response_rates",
+           "company_vs_linked", "power_curves"]
 
+#: The house style (matplotlib rcParams) every figure is drawn and saved with.
+STYLE: dict[str, Any] = {
+    "figure.dpi": 100,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "font.size": 10.5,
+    "axes.titlesize": 11.5,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.axisbelow": True,
+    "grid.color": "#e1e4e8",
+    "grid.linewidth": 0.8,
+    "legend.frameon": False,
+    "legend.fontsize": 9.5,
+    "xtick.labelsize": 9.5,
+    "ytick.labelsize": 9.5,
+    "axes.prop_cycle": mpl.cycler(color=["#1f6feb", "#d4722a", "#2da44e", "#8250df", "#bf3989", "#6e7781"]),
+}
+
+#: Colours with a meaning.
+COLORS: dict[str, str] = {"EX": "#1f6feb", "CX": "#d4722a", "truth": "#cf222e", "reference": "#6e7781"}
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """The house style for the duration of a ``with`` block."""
+    with mpl.rc_context(STYLE):
+        yield
+
+
+@dataclass
+class Chart:
+    """A figure with its alt text.
+
+    Attributes
+    ----------
+    fig : matplotlib.figure.Figure
+    alt : str
+        What the figure shows, in words (for screen readers and for the HTML
+        ``alt`` attribute).
+    """
+
+    fig: Any
+    alt: str
+
+    @property
+    def axes(self) -> list:
+        return list(self.fig.axes)
+
+    def png(self, dpi: int = 110) -> bytes:
+        """The figure as PNG bytes (house style)."""
+        import io
+
+        buf = io.BytesIO()
+        with style():
+            self.fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        return buf.getvalue()
+
+    def savefig(self, path: Any, **kw: Any) -> None:
+        with style():
+            self.fig.savefig(path, **({"bbox_inches": "tight"} | kw))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from cxex_lab.present import figure_html
+
+        with style():
+            html = figure_html(self.fig, self.alt)
+        self.close()
+        return {"text/html": html, "text/plain": self.alt}
+
+    def close(self) -> None:
+        """Close the figure in pyplot (the inline backend then does not show it again)."""
+        import matplotlib.pyplot as plt
+
+        plt.close(self.fig)
+
+
+def _figure(**kw: Any) -> Any:
+    # through pyplot, so a notebook's plt.show() still shows a chart it did not display
+    import matplotlib.pyplot as plt
+
+    return plt.figure(**kw)
+
+
+def _fmt(x: float) -> str:
+    from cxex_lab.present import decimals_for, fmt_number
+
+    return fmt_number(x, decimals_for(x))
+
+
+# --------------------------------------------------------------------------- forest
 
 def forest(
     df: pd.DataFrame,
+    *,
     term: str = "term",
     estimate: str = "estimate",
     ci: tuple[str, str] = ("ci_low", "ci_high"),
-    truth: Mapping[str, float] | None = None,
+    unit: str = "unit",
+    xlabel: str | None = None,
+    truth: Mapping[str, float] | str | None = None,
     hue: str | None = None,
-    ax: plt.Axes | None = None,
+    labels: Mapping[str, str] | None = None,
     title: str | None = None,
-    xlabel: str = "estimate (95% CI)",
-) -> plt.Axes:
-    """Horizontal estimate-and-interval plot, with the true values as red marks.
+    alt: str | None = None,
+    zero: bool = True,
+    width: float = 7.5,
+) -> Chart:
+    """Estimates with their intervals, one horizontal line each; one panel per unit.
 
     Parameters
     ----------
     df : DataFrame
         Tidy estimates: one row per term (and per ``hue`` level).
-    truth : mapping, optional
-        ``{term: true value}``, drawn as red ``|`` marks (simulated data).
+    unit : str
+        Column with each estimate's unit; every unit gets its own panel and
+        x axis, so two units never share an axis. Without such a column, give
+        ``xlabel`` (the one unit of all rows).
+    truth : mapping or str, optional
+        ``{term: true value}`` or the name of a column holding it, drawn as red
+        marks (simulated data).
     hue : str, optional
-        Column whose levels are drawn side by side (e.g. the estimator).
+        Column whose levels are drawn side by side (e.g. the model).
+    labels : mapping, optional
+        Readable names of the terms (``{"esat->csat": "eSat -> next CSAT"}``).
+    zero : bool
+        Draw the zero line where it is inside the panel's range.
+
+    Raises
+    ------
+    ValueError
+        When a required column is missing.
+
+    Warns
+    -----
+    UserWarning
+        When neither a unit column nor ``xlabel`` says what unit the estimates
+        are in (the axis then reads "estimate (unit not stated)").
     """
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 0.45 * df[term].nunique() + 1.2))
-    terms = list(dict.fromkeys(df[term]))
-    levels = list(dict.fromkeys(df[hue])) if hue else [None]
-    width = 0.7 / max(1, len(levels))
-    for j, level in enumerate(levels):
-        sub = df if level is None else df[df[hue] == level]
-        pos = np.array([terms.index(t) for t in sub[term]]) + (j - (len(levels) - 1) / 2) * width
-        err = np.vstack([sub[estimate] - sub[ci[0]], sub[ci[1]] - sub[estimate]])
-        ax.errorbar(sub[estimate], pos, xerr=err, fmt="o", capsize=3, label=level)
-    if truth:
-        for i, t in enumerate(terms):
-            if t in truth:
-                ax.plot([truth[t]], [i], marker="|", color="crimson", markersize=18, mew=2,
-                        label="truth" if i == 0 else None)
-    ax.axvline(0, color="grey", lw=0.8)
-    ax.set_yticks(range(len(terms)), terms)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
-    if title:
-        ax.set_title(title)
-    if hue or truth:
-        ax.legend(loc="best", fontsize="small")
-    return ax
+    missing = [c for c in (term, estimate, *ci) if c not in df.columns]
+    if missing:
+        raise ValueError(f"forest: column(s) {missing} missing; the table has {list(df.columns)}")
+    data = df.copy()
+    if unit in data.columns:
+        data["_unit"] = data[unit].astype(str)
+    elif xlabel:
+        data["_unit"] = xlabel
+    else:
+        # not an error, so that older notebooks keep running; the warning reaches the notebook's
+        # stderr, and the report runner refuses a report that shows one
+        warnings.warn("forest: the estimates' unit is not stated; give a 'unit' column (one panel per unit) or "
+                      "xlabel='CSAT points per eSat point'", UserWarning, stacklevel=2)
+        data["_unit"] = "estimate (unit not stated)"
+    labels = dict(labels or {})
+    data["_label"] = data[term].map(lambda t: labels.get(t, str(t)))
+    truth_map: dict[str, float] = {}
+    if isinstance(truth, str):
+        truth_map = {t: v for t, v in zip(data[term], data[truth]) if pd.notna(v)}
+    elif truth:
+        truth_map = dict(truth)
+    units = list(dict.fromkeys(data["_unit"]))
+    n_terms = [data.loc[data["_unit"] == u, "_label"].nunique() for u in units]
+    levels = list(dict.fromkeys(data[hue])) if hue else [None]
+    with style():
+        fig = _figure(figsize=(width, 0.42 * sum(n_terms) + 0.95 * len(units) + (0.4 if title else 0.1)),
+                      layout="constrained")
+        axes = fig.subplots(len(units), 1, squeeze=False, gridspec_kw={"height_ratios": [max(1, n) for n in n_terms]})[:, 0]
+        describe = []
+        for ax, u in zip(axes, units):
+            sub = data[data["_unit"] == u]
+            terms = list(dict.fromkeys(sub["_label"]))
+            step = 0.7 / max(1, len(levels))
+            for j, level in enumerate(levels):
+                part = sub if level is None else sub[sub[hue] == level]
+                pos = np.array([terms.index(t) for t in part["_label"]]) + (j - (len(levels) - 1) / 2) * step
+                est = part[estimate].astype(float).to_numpy()
+                lo = part[ci[0]].astype(float).to_numpy()
+                hi = part[ci[1]].astype(float).to_numpy()
+                err = np.vstack([np.where(np.isnan(lo), 0, est - lo), np.where(np.isnan(hi), 0, hi - est)])
+                ax.errorbar(est, pos, xerr=err, fmt="o", capsize=3, ms=5, lw=1.4, label=None if level is None else str(level))
+            for i, (t_raw, t_lab) in enumerate(dict.fromkeys(zip(sub[term], sub["_label"]))):
+                if t_raw in truth_map:
+                    ax.plot([truth_map[t_raw]], [terms.index(t_lab)], marker="|", color=COLORS["truth"], ms=16, mew=2.2,
+                            label="truth" if not any(h.get_label() == "truth" for h in ax.get_lines()) else None)
+            if zero:
+                lo_all = np.nanmin(sub[[estimate, *ci]].astype(float).to_numpy())
+                hi_all = np.nanmax(sub[[estimate, *ci]].astype(float).to_numpy())
+                if lo_all <= 0 <= hi_all:
+                    ax.axvline(0, color=COLORS["reference"], lw=0.9)
+            ax.set_yticks(range(len(terms)), terms)
+            ax.set_ylim(len(terms) - 0.5, -0.5)
+            ax.grid(axis="y", visible=False)
+            ax.set_xlabel(u)
+            if hue or truth_map:
+                handles, labs = ax.get_legend_handles_labels()
+                if handles:
+                    ax.legend(loc="best")
+            vals = sub[estimate].astype(float)
+            top = sub.iloc[int(np.nanargmax(vals.to_numpy()))] if vals.notna().any() else None
+            describe.append(
+                f"{len(sub)} estimate{'s' if len(sub) != 1 else ''} in {u}"
+                + (f", from {_fmt(vals.min())} to {_fmt(vals.max())}; highest: {top['_label']} "
+                   f"{_fmt(top[estimate])}" if top is not None else ""))
+        if title:
+            fig.suptitle(title, fontsize=STYLE["axes.titlesize"], fontweight="bold")
+    text = alt or (f"Forest plot{': ' + title if title else ''}. Each line is an estimate with its 95% interval"
+                   f"{' (red marks: the true values)' if truth_map else ''}. " + ". ".join(describe) + ".")
+    return Chart(fig, text)
 
 
-def mirror_plot(df: pd.DataFrame, x: str, estimate: str = "estimate", title: str | None = None) -> plt.Figure:
+# --------------------------------------------------------------------------- mirror
+
+_MIRROR_AXIS = {"mean": "Mean score (1-7 scale)", "net score": "Net score (-100 to 100)",
+                "top-box %": "Top-2-box share (%)"}
+
+
+def mirror(df: pd.DataFrame, x: str, *, estimate: str = "estimate", title: str | None = None,
+           xlabel: str | None = None, alt: str | None = None) -> Chart:
     """EX beside CX on the three mirror dimensions, one panel per dimension.
 
-    ``df`` is a :func:`cxex_lab.metrics.mirror` table with columns ``dimension``,
-    ``side``, ``metric``, ``estimate``, ``ci_low``, ``ci_high`` and the grouping
-    column ``x``. Suppressed (missing) values are simply not drawn.
+    ``df`` is a :func:`cxex_lab.metrics.mirror` table (columns ``dimension``,
+    ``side``, ``metric``, ``statistic``, ``estimate``, ``ci_low``, ``ci_high``
+    and the grouping column ``x``). Each panel's y axis is in that dimension's
+    unit (mean on 1-7, net score -100..100, top-2-box %); EX is blue, CX orange.
+    Suppressed (missing) values are not drawn and the alt text says how many.
     """
+    _check_columns(df, ("dimension", "side", "metric", estimate, "ci_low", "ci_high", x), "mirror")
     dims = [d for d in ("Ease", "Recommendation", "Satisfaction") if d in set(df["dimension"])]
-    fig, axes = plt.subplots(1, len(dims), figsize=(4.2 * len(dims), 3.6), squeeze=False)
-    for ax, dim in zip(axes[0], dims):
-        sub = df[df["dimension"] == dim]
-        cats = list(dict.fromkeys(sub[x].astype(str)))
-        for k, (side, color) in enumerate((("EX", "tab:blue"), ("CX", "tab:orange"))):
-            s = sub[sub["side"] == side].dropna(subset=[estimate])
-            pos = np.array([cats.index(str(v)) for v in s[x]]) + (k - 0.5) * 0.3
-            err = np.vstack([s[estimate] - s["ci_low"], s["ci_high"] - s[estimate]])
-            label = f"{side}: {s['metric'].iloc[0]}" if len(s) else side
-            ax.errorbar(pos, s[estimate], yerr=err, fmt="o", capsize=3, color=color, label=label)
-        ax.set_xticks(range(len(cats)), cats, rotation=45 if len(cats) > 6 else 0)
-        ax.set_title(dim)
-        ax.legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    if not dims:
+        raise ValueError(f"mirror: no Ease / Recommendation / Satisfaction rows in 'dimension' ({sorted(set(df['dimension']))})")
+    with style():
+        fig = _figure(figsize=(4.0 * len(dims), 3.6 + (0.3 if title else 0)), layout="constrained")
+        axes = fig.subplots(1, len(dims), squeeze=False)[0]
+        hidden = 0
+        for ax, dim in zip(axes, dims):
+            sub = df[df["dimension"] == dim]
+            cats = list(dict.fromkeys(sub[x].astype(str)))
+            for k, side in enumerate(("EX", "CX")):
+                s_all = sub[sub["side"] == side]
+                s = s_all.dropna(subset=[estimate])
+                hidden += len(s_all) - len(s)
+                pos = np.array([cats.index(str(v)) for v in s[x]]) + (k - 0.5) * 0.3
+                err = np.vstack([s[estimate] - s["ci_low"], s["ci_high"] - s[estimate]])
+                label = f"{side}: {s_all['metric'].iloc[0]}" if len(s_all) else side
+                ax.errorbar(pos, s[estimate], yerr=err, fmt="o", capsize=3, ms=5, color=COLORS[side], label=label)
+            ax.set_xticks(range(len(cats)), cats, rotation=45 if len(cats) > 6 else 0)
+            stat = str(sub["statistic"].iloc[0]) if "statistic" in sub.columns and len(sub) else ""
+            ax.set_ylabel(_MIRROR_AXIS.get(stat, stat or "estimate"))
+            ax.set_xlabel(xlabel or {"site_id": "Site", "wave": "Survey wave"}.get(x, x))
+            ax.set_title(dim)
+            ax.legend(loc="best")
+        if title:
+            fig.suptitle(title, fontsize=STYLE["axes.titlesize"], fontweight="bold")
+    text = alt or (f"{title or 'EX and CX side by side'}: for each of {', '.join(dims)}, the employee (EX, blue) and "
+                   f"customer (CX, orange) score with 95% intervals by {xlabel or x}"
+                   + (f"; {hidden} value(s) suppressed for privacy are not drawn" if hidden else "") + ".")
+    return Chart(fig, text)
+
+
+def mirror_plot(df: pd.DataFrame, x: str, estimate: str = "estimate", title: str | None = None) -> Chart:
+    """Former name of :func:`mirror`."""
+    return mirror(df, x, estimate=estimate, title=title)
+
+
+# --------------------------------------------------------------------------- response rates
+
+def response_rates(rates: pd.DataFrame, *, title: str | None = "Survey response rates, EX and CX",
+                   alt: str | None = None) -> Chart:
+    """Response rate per wave, EX and CX side by side (y in %).
+
+    ``rates`` has ``side`` (EX/CX), ``wave`` and ``rate`` (0-1), as from
+    :func:`cxex_lab.report.response_rates`. Wave 0 (interactions before the first
+    EX wave) is left out.
+    """
+    _check_columns(rates, ("side", "wave", "rate"), "response_rates")
+    r = rates[rates["wave"] > 0]
+    waves = sorted(r["wave"].unique())
+    with style():
+        fig = _figure(figsize=(7.5, 3.4), layout="constrained")
+        ax = fig.subplots()
+        for k, side in enumerate(("EX", "CX")):
+            s = r[r["side"] == side].set_index("wave").reindex(waves)
+            ax.bar(np.arange(len(waves)) + (k - 0.5) * 0.38, 100 * s["rate"].astype(float), width=0.38,
+                   color=COLORS[side], label=side)
+        ax.set_xticks(range(len(waves)), [str(w) for w in waves])
+        ax.set_xlabel("Survey wave (CX: the period the wave opens)")
+        ax.set_ylabel("Response rate (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(axis="x", visible=False)
+        ax.legend(loc="upper right")
+        if title:
+            ax.set_title(title)
+    desc = []
+    for side in ("EX", "CX"):
+        s = r[r["side"] == side]["rate"].astype(float)
+        if len(s):
+            desc.append(f"{side} {100 * s.min():.0f}% to {100 * s.max():.0f}%")
+    text = alt or (f"Bar chart of survey response rates per wave: " + "; ".join(desc) + ".")
+    return Chart(fig, text)
+
+
+# --------------------------------------------------------------------------- company vs linked
+
+def company_vs_linked(
+    company: pd.DataFrame,
+    linked: pd.DataFrame,
+    *,
+    x: str = "esat",
+    y: str = "csat",
+    xlabel: str = "eSat (1-5), preceding wave",
+    ylabel: str = "Mean CSAT (1-5) of handled interactions",
+    company_label: str = "Company level, one point per wave",
+    linked_label: str = "Linked, one point per employee and wave",
+    alt: str | None = None,
+    seed: int = 0,
+) -> Chart:
+    """The naive company-level view beside the linked one, with the correlation of each.
+
+    ``company`` has one row per period with the mean ``x`` and ``y``; ``linked``
+    one row per linked unit (e.g. employee x wave). Linked points are jittered
+    horizontally (survey answers are whole numbers); a least-squares line is drawn
+    through them.
+    """
+    _check_columns(company, (x, y), "company_vs_linked (company)")
+    _check_columns(linked, (x, y), "company_vs_linked (linked)")
+    c = company.dropna(subset=[x, y])
+    lk = linked.dropna(subset=[x, y])
+    r_c = float(np.corrcoef(c[x], c[y])[0, 1]) if len(c) > 2 else float("nan")
+    r_l = float(np.corrcoef(lk[x], lk[y])[0, 1]) if len(lk) > 2 else float("nan")
+    rng = np.random.default_rng(seed)
+    with style():
+        fig = _figure(figsize=(9.5, 3.9), layout="constrained")
+        a0, a1 = fig.subplots(1, 2)
+        a0.scatter(c[x], c[y], color=COLORS["EX"], s=36)
+        a0.set(title=f"{company_label} (r = {r_c:.2f})", xlabel=f"Mean {xlabel}", ylabel=ylabel)
+        jitter = rng.uniform(-0.15, 0.15, len(lk))
+        a1.scatter(lk[x] + jitter, lk[y], s=6, alpha=0.3, color=COLORS["EX"])
+        if len(lk) > 2:
+            slope, icept = np.polyfit(lk[x].astype(float), lk[y].astype(float), 1)
+            xs = np.linspace(lk[x].min(), lk[x].max(), 50)
+            a1.plot(xs, icept + slope * xs, color=COLORS["CX"], lw=2)
+        a1.set(title=f"{linked_label} (r = {r_l:.2f})", xlabel=xlabel, ylabel=ylabel)
+    text = alt or (f"Two scatter plots. Left: {company_label.lower()}, {len(c)} points, correlation {r_c:.2f}. "
+                   f"Right: {linked_label.lower()}, {len(lk):,} points, correlation {r_l:.2f}.")
+    return Chart(fig, text)
+
+
+# --------------------------------------------------------------------------- power
+
+def power_curves(grid: pd.DataFrame, *, target: float = 0.8, alpha: float = 0.05, alt: str | None = None,
+                 title: str | None = None) -> Chart:
+    """Power by number of employees, one panel per number of waves, one line per effect size.
+
+    ``grid`` is a :func:`cxex_lab.models.power.power` table (``n_units``,
+    ``n_waves``, ``effect``, ``power`` in 0-1, optional ``power_ci_low`` /
+    ``power_ci_high``). The dashed line is the ``target`` power, the dotted one
+    the false-positive rate ``alpha`` expected at effect 0.
+    """
+    _check_columns(grid, ("n_units", "n_waves", "effect", "power"), "power_curves")
+    waves = sorted(grid["n_waves"].unique())
+    effects = sorted(grid["effect"].unique())
+    with style():
+        fig = _figure(figsize=(min(4.0 * len(waves), 11), 3.5), layout="constrained")
+        axes = fig.subplots(1, len(waves), squeeze=False, sharey=True)[0]
+        for ax, w in zip(axes, waves):
+            sub = grid[grid["n_waves"] == w]
+            for e in effects:
+                s = sub[sub["effect"] == e].sort_values("n_units")
+                ax.plot(s["n_units"], 100 * s["power"], marker="o", label=f"effect {e:g}")
+                if {"power_ci_low", "power_ci_high"} <= set(s.columns):
+                    ax.fill_between(s["n_units"], 100 * s["power_ci_low"], 100 * s["power_ci_high"], alpha=0.15)
+            ax.axhline(100 * target, ls="--", color=COLORS["reference"], lw=1)
+            ax.axhline(100 * alpha, ls=":", color=COLORS["reference"], lw=1)
+            ax.set(title=f"{w} waves", xlabel="Employees in the study", ylim=(0, 100))
+        axes[0].set_ylabel("Power (% of simulated studies detecting it)")
+        axes[-1].legend(loc="lower right")
+        if title:
+            fig.suptitle(title, fontsize=STYLE["axes.titlesize"], fontweight="bold")
+    best = grid.sort_values("power", ascending=False).iloc[0] if len(grid) else None
+    text = alt or (f"Power curves for {len(effects)} effect size(s) and {len(waves)} numbers of waves, "
+                   f"employees from {grid['n_units'].min()} to {grid['n_units'].max()}; "
+                   f"dashed line: {100 * target:.0f}% target, dotted: {100 * alpha:.0f}% false positives"
+                   + (f"; highest power {100 * best['power']:.0f}% (effect {best['effect']:g}, {best['n_units']} "
+                      f"employees, {best['n_waves']} waves)." if best is not None else "."))
+    return Chart(fig, text)
+
+
+def _check_columns(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: column(s) {missing} missing; the table has {list(df.columns)}")

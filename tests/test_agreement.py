@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pandas as pd
 import pingouin as pg
 import pytest
 from scipy import stats
 
-from cxex_lab.agreement import agreement, icc_oneway, rwg
+from cxex_lab.agreement import NULL_VARIANCES, NULLS, agreement, icc_oneway, null_variance, reliability, rwg
 
 
 def test_hand_computed_balanced_anova():
@@ -150,6 +153,18 @@ def test_singletons_and_missing_values():
          r"scale_points for 'y' must be a whole number >= 2, got 1"),
         (pd.DataFrame({"t": list("aabb"), "y": [1, 2, 3, 4]}), {"group": "t"},
          r"name at least one value column"),
+        (pd.DataFrame({"t": list("aabb"), "y": [1, 2, 3, 4]}), {"group": "t", "values": "y", "wave": "w"},
+         r"wave column 'w' not found"),
+        (pd.DataFrame({"t": list("aabb"), "y": [1, 2, 3, 4]}), {"group": "t", "values": "y", "null": "skewed"},
+         r"null must be one or more of \['uniform', 'slight_skew', 'moderate_skew', 'heavy_skew', 'triangular', 'normal'\]"),
+        (pd.DataFrame({"t": list("aabb"), "y": [1, 2, 3, 4]}), {"group": "t", "values": "y", "null_variance": 0},
+         r"null_variance for 'y' must be a positive number"),
+        (pd.DataFrame({"t": list("aabb"), "y": [1, 2, 3, 4]}), {"group": "t", "values": "y", "scale_points": 4,
+                                                                 "null": "slight_skew"},
+         r"LeBreton & Senter \(2008, Table 3\) give the 'slight_skew' null for 5-11 scale points only, not 4"),
+        (pd.DataFrame({"t": list("aabb"), "w": 1, "e": list("xxyz"), "y": [1, 2, 3, 4]}),
+         {"group": "t", "values": "y", "wave": "w", "person": "e"},
+         r"2 rows repeat a 'e' within one 'w' \(e\.g\. rows 0, 1\); a person answers at most once per wave"),
     ],
 )
 def test_bad_input(df, kwargs, msg):
@@ -168,3 +183,177 @@ def test_on_simulated_ex_answers(small_study):
     # team climates drive the touchpoint items: a clear group effect
     assert tab.set_index("value").loc["touchpoints", "icc1"] > 0.05
     assert tab[["rwg_mean", "rwg_median"]].apply(lambda c: c.between(0, 1)).all().all()
+
+
+# --------------------------------------------------------------------------- null distributions (LeBreton & Senter 2008)
+# Issue 10 acceptance: agreement(..., null_variance=2.0) reproduces R multilevel's rwg.
+# Example: four teams answering a 5-point item (q1) and a second item (q2); team 3 has one member.
+EXAMPLE = pd.DataFrame({
+    "team": [1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 4, 4, 4, 4, 4, 4],
+    "q1": [4, 5, 4, 4, 5, 1, 5, 2, 4, 3, 2, 3, 3, 2, 3, 4],
+    "q2": [4, 4, 5, 4, 4, 2, 4, 1, 5, 2, 3, 3, 2, 2, 3, 3],
+})
+# R 4.2.2, multilevel 2.7 (Debian r-cran-multilevel 2.7-1), print(..., digits = 15):
+#   grp <- c(1,1,1,1,1, 2,2,2,2, 3, 4,4,4,4,4,4)
+#   q1  <- c(4,5,4,4,5, 1,5,2,4, 3, 2,3,3,2,3,4);  q2 <- c(4,4,5,4,4, 2,4,1,5, 2, 3,3,2,2,3,3)
+#   rwg(q1, grp, ranvar=2)$rwg                -> 0.850000000000000 0 NA 0.716666666666667
+#   rwg.j(cbind(q1, q2), grp, ranvar=2)$rwg.j -> 0.933333333333333 0 NA 0.883720930232558
+#   rwg(q1, grp, ranvar=1.34)$rwg             -> 0.776119402985075 0 NA 0.577114427860697
+# Hand check: team 1 q1 variance 0.3 -> 1 - 0.3/2 = 0.85; team 2 variance 10/3 > 2 -> truncated to 0;
+# team 4 variance 0.5667 -> 0.71667. No published small example with both its data and its rwg could be
+# found (see the README); the values are R multilevel's own output on this example.
+R_RWG = [0.850000000000000, 0.0, np.nan, 0.716666666666667]
+R_RWG_J = [0.933333333333333, 0.0, np.nan, 0.883720930232558]
+R_RWG_134 = [0.776119402985075, 0.0, np.nan, 0.577114427860697]
+
+
+def test_null_variance_reproduces_r_multilevel_rwg():
+    tab = agreement(EXAMPLE, "team", "q1", null_variance=2.0).iloc[0]
+    assert tab["null"] == "given" and tab["null_variance"] == 2.0
+    assert tab["rwg_mean"] == pytest.approx(np.nanmean(R_RWG), abs=1e-12)
+    assert tab["rwg_median"] == pytest.approx(np.nanmedian(R_RWG), abs=1e-12)
+    assert tab["rwg_n_groups"] == 3
+    per_group = rwg(EXAMPLE["q1"], EXAMPLE["team"], null_variance=2.0)
+    np.testing.assert_allclose(per_group.to_numpy(), R_RWG, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(rwg(EXAMPLE[["q1", "q2"]], EXAMPLE["team"], null_variance=2.0).to_numpy(), R_RWG_J, atol=1e-12)
+    np.testing.assert_allclose(rwg(EXAMPLE["q1"], EXAMPLE["team"], null_variance=1.34).to_numpy(), R_RWG_134, atol=1e-12)
+    # the multi-item scale through agreement(): rwg(j) against the same null
+    scale = agreement(EXAMPLE, "team", items={"scale": ["q1", "q2"]}, null_variance={"scale": 2.0}).iloc[0]
+    assert scale["rwg_mean"] == pytest.approx(np.nanmean(R_RWG_J), abs=1e-12)
+
+
+@pytest.mark.skipif(shutil.which("Rscript") is None, reason="R is not installed")
+def test_matches_r_multilevel_on_random_data():
+    # live cross-check against the reference implementation, where R and multilevel are installed
+    probe = subprocess.run(["Rscript", "-e", "library(multilevel)"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("R package multilevel is not installed")
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(12), 6)
+    base = rng.integers(1, 6, 12)[g]
+    x = np.clip(base + rng.integers(-1, 2, len(g)), 1, 5)
+    y = np.clip(base + rng.integers(-2, 3, len(g)), 1, 5)
+    script = f"""suppressMessages(library(multilevel))
+g <- c({','.join(map(str, g))}); x <- c({','.join(map(str, x))}); y <- c({','.join(map(str, y))})
+cat(rwg(x, g, ranvar=1.34)$rwg, sep=" "); cat("\\n")
+cat(rwg.j(cbind(x, y), g, ranvar=2)$rwg.j, sep=" "); cat("\\n")
+m <- aov(x ~ as.factor(g)); cat(ICC1(m), ICC2(m), "\\n")"""
+    out = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=True).stdout.split("\n")
+    r_rwg, r_rwgj, r_icc = (np.array(line.split(), dtype=float) for line in out[:3])
+    np.testing.assert_allclose(rwg(pd.Series(x), g, null_variance=1.34).to_numpy(), r_rwg, atol=1e-6)
+    np.testing.assert_allclose(rwg(pd.DataFrame({"x": x, "y": y}), g, null_variance=2.0).to_numpy(), r_rwgj, atol=1e-6)
+    ours = icc_oneway(x, g)  # balanced groups: R's mean group size N/G equals the adjusted k
+    assert (ours["icc1"], ours["icc2"]) == pytest.approx(tuple(r_icc), abs=1e-6)
+
+
+def test_null_variances_of_lebreton_and_senter():
+    # LeBreton & Senter (2008, Table 3), 5-point scale: uniform 2.00, slight skew 1.34, moderate skew 0.90,
+    # heavy skew 0.44, triangular 1.32, normal 1.04
+    assert [null_variance(5, n) for n in NULLS] == pytest.approx([2.0, 1.34, 0.90, 0.44, 1.32, 1.04])
+    # the uniform column is (A^2 - 1)/12: the table prints it rounded (6: 2.92, 9: 6.67, 10: 8.25, 11: 10.00)
+    assert [round(null_variance(a), 2) for a in (6, 7, 8, 9, 10, 11)] == [2.92, 4.0, 5.25, 6.67, 8.25, 10.0]
+    assert null_variance(3) == pytest.approx(8 / 12)  # the uniform null exists for any scale
+    assert set(NULL_VARIANCES) == set(range(5, 12))
+    # every skewed null has less variance than the uniform one, and more skew means less variance
+    for a, row in NULL_VARIANCES.items():
+        assert null_variance(a) > row["slight_skew"] > row["moderate_skew"] > row["heavy_skew"] > 0, a
+
+
+def test_agreement_against_several_nulls():
+    tab = agreement(EXAMPLE, "team", "q1", null=["uniform", "slight_skew", "heavy_skew"]).set_index("null")
+    assert list(tab.index) == ["uniform", "slight_skew", "heavy_skew"]
+    assert tab.loc["slight_skew", "rwg_mean"] == pytest.approx(np.nanmean(R_RWG_134))
+    # heavy skew (0.44): team 1 variance 0.3 -> 1 - 0.3/0.44; team 4 variance 0.5667 > 0.44 -> 0
+    assert tab.loc["heavy_skew", "rwg_mean"] == pytest.approx((1 - 0.3 / 0.44 + 0 + 0) / 3)
+    # the ICCs do not depend on the null
+    assert tab["icc1"].nunique() == 1 and tab["icc2"].nunique() == 1
+
+
+# --------------------------------------------------------------------------- per wave
+def _panel(seed=0, teams=12, size=6, waves=4):
+    # the same people in every wave: stable team (SD .5) and person (SD .6) effects, wave noise (SD .8)
+    rng = np.random.default_rng(seed)
+    team = np.repeat(np.arange(teams), size)
+    person = np.arange(teams * size)
+    t_eff, p_eff = rng.normal(0, 0.5, teams)[team], rng.normal(0, 0.6, teams * size)
+    rows = [pd.DataFrame({"team": team, "person": person, "wave": w,
+                          "y": np.clip(np.round(3 + t_eff + p_eff + rng.normal(0, 0.8, len(person))), 1, 5)})
+            for w in range(1, waves + 1)]
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_per_wave_counts_each_person_once():
+    df = _panel()
+    per_wave = agreement(df, "team", "y", wave="wave", person="person")
+    assert per_wave["wave"].tolist() == [1, 2, 3, 4]
+    assert (per_wave["k"] == 6).all() and (per_wave["n"] == 72).all()
+    for w, row in per_wave.set_index("wave").iterrows():
+        ref = icc_oneway(df.loc[df["wave"] == w, "y"], df.loc[df["wave"] == w, "team"])
+        assert (row["icc1"], row["icc2"]) == pytest.approx((ref["icc1"], ref["icc2"]))
+        assert row["composition"].startswith(f"person in team within wave {w}: one answer per person")
+    pooled = agreement(df, "team", "y", person="person").iloc[0]
+    # pooling four waves of the same people counts each person four times: k = 24 and a higher ICC(2)
+    assert pooled["k"] == 24 and pooled["icc2"] > per_wave["icc2"].max()
+    assert "counted up to 4 times" in pooled["composition"] and "pass wave=" in pooled["composition"]
+
+
+def test_reading_says_when_icc2_and_rwg_disagree():
+    rng = np.random.default_rng(1)
+    # large teams far apart, members spread widely: reliable means, no agreement
+    g = np.repeat(np.arange(8), 40)
+    wide = pd.DataFrame({"team": g, "y": np.clip(np.round(rng.normal(np.linspace(1.8, 4.2, 8)[g], 1.4)), 1, 5)})
+    r = agreement(wide, "team", "y").iloc[0]
+    assert r["icc2"] >= 0.7 and r["rwg_mean"] < 0.7
+    assert r["aggregation"] == "reliable means, members disagree"
+    assert r["reading"].startswith(f"ICC(2) = {r['icc2']:.2f}, mean r_wg = {r['rwg_mean']:.2f}: group means are reliable but members disagree")
+    # pairs who agree, teams alike: agreement, unreliable means
+    g2 = np.repeat(np.arange(30), 2)
+    close = pd.DataFrame({"team": g2, "y": np.where(rng.random(60) < 0.8, 4, 3)})
+    r2 = agreement(close, "team", "y").iloc[0]
+    assert r2["rwg_mean"] >= 0.7 and r2["icc2"] < 0.7 and r2["aggregation"] == "members agree, unreliable means"
+
+
+def test_reliability_of_agent_wave_means():
+    # answers within agents with a known agent effect: ICC(1) = 0.25, 12 answers per agent per wave
+    rng = np.random.default_rng(2)
+    agents, m = 400, 12
+    rows = []
+    for w in (1, 2):
+        a = np.repeat(np.arange(agents), m)
+        rows.append(pd.DataFrame({"employee_id": a, "wave": w,
+                                  "csat": rng.normal(0, np.sqrt(0.25), agents)[a] + rng.normal(0, np.sqrt(0.75), agents * m)}))
+    df = pd.concat(rows, ignore_index=True)
+    tab = reliability(df, "employee_id", "csat", wave="wave")
+    assert tab["wave"].tolist() == [1, 2] and (tab["mean_answers"] == 12).all() and (tab["n_units"] == agents).all()
+    expect_icc2 = 12 * 0.25 / (1 + 11 * 0.25)  # Spearman-Brown: 0.8
+    for _, row in tab.iterrows():
+        assert row["icc1"] == pytest.approx(0.25, abs=0.04)  # sampling SD about 0.015
+        assert row["icc2"] == pytest.approx(expect_icc2, abs=0.04)
+        ref = icc_oneway(df.loc[df["wave"] == row["wave"], "csat"], df.loc[df["wave"] == row["wave"], "employee_id"])
+        assert row["icc2"] == pytest.approx(ref["icc2"])
+        # answers_for_070: Spearman-Brown at that many answers gives .70
+        mneed, i1 = row["answers_for_070"], row["icc1"]
+        assert mneed * i1 / (1 + (mneed - 1) * i1) == pytest.approx(0.70)
+        assert row["reading"].startswith("employee_id means of csat are reliable")
+
+
+def test_reliability_bad_input():
+    df = pd.DataFrame({"employee_id": ["a", "b"], "csat": [4, 5]})
+    with pytest.raises(ValueError, match=r"reliability: every unit has a single answer"):
+        reliability(df)
+    with pytest.raises(ValueError, match=r"reliability: value column 'nps' not found"):
+        reliability(df, value="nps")
+    with pytest.raises(ValueError, match=r"reliability: need at least 2 units with answers, found 1"):
+        reliability(pd.DataFrame({"employee_id": ["a", "a"], "csat": [4, 5]}))
+
+
+def test_per_wave_on_simulated_ex_answers(small_study):
+    s = small_study
+    ex = s.ex_responses.merge(s.employees[["employee_id", "team_id"]], on="employee_id")
+    tab = agreement(ex, "team_id", ["esat", "enps"], scale_points={"esat": 5, "enps": 11}, wave="wave",
+                    person="employee_id", null=["uniform", "slight_skew"])
+    assert len(tab) == 3 * 2 * 2  # waves x values x nulls
+    for w, sub in tab.groupby("wave"):
+        assert (sub["n"] <= (ex["wave"] == w).sum()).all()
+    assert tab["aggregation"].isin(["supported", "reliable means, members disagree",
+                                    "members agree, unreliable means", "not supported"]).all()

@@ -8,15 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from cxex_lab.metrics import (
+    CLUSTER_STATS_COLUMNS,
     ces,
+    cluster_stats,
+    compare,
     csat,
     ees,
     enps,
     esat,
     mean_ci,
+    metric_from_cluster_stats,
     mirror,
+    mirror_cluster_stats,
     net_score_ci,
     nps,
     proportion_ci,
@@ -237,23 +243,60 @@ def test_mirror_by_site_shape_and_columns(by_site):
 
 @pytest.mark.parametrize("site", ["S01", "S02", "S03"])
 def test_mirror_cx_matches_the_raw_joined_answers(mirror_study, by_site, site):
+    # the default clusters by agent: the single-group functions with the agent of each answer as its cluster
     raw = _cx_joined(mirror_study)
     raw = raw[raw["site_id"] == site]
-    cols = ["estimate", "se", "ci_low", "ci_high", "n"]
+    cols = ["estimate", "se", "ci_low", "ci_high", "n", "n_clusters", "deff", "df"]
     for metric, func in (("NPS", nps), ("CSAT", csat), ("CES", ces)):
         col = metric.lower()
         got = by_site.query("site_id == @site and metric == @metric")[cols].astype(float).iloc[0]
-        expect = func(raw[col])[cols].astype(float).iloc[0]
+        expect = func(raw[col], cluster=raw["employee_id"])[cols].astype(float).iloc[0]
         pd.testing.assert_series_equal(got, expect, check_names=False, rtol=1e-12)
+        assert got["n_clusters"] == raw["employee_id"].nunique()
 
 
-def test_mirror_ex_matches_the_raw_answers(mirror_study, by_site):
+def test_mirror_without_clustering_gives_the_independent_answer_intervals(mirror_study):
+    raw = _cx_joined(mirror_study)
+    raw = raw[raw["site_id"] == "S02"]
+    tab = mirror(mirror_study, by="site_id", cluster=None)
+    cols = ["estimate", "se", "ci_low", "ci_high", "n"]
+    for metric, func in (("NPS", nps), ("CSAT", csat), ("CES", ces)):
+        got = tab.query("site_id == 'S02' and metric == @metric")[cols].astype(float).iloc[0]
+        expect = func(raw[metric.lower()])[cols].astype(float).iloc[0]
+        pd.testing.assert_series_equal(got, expect, check_names=False, rtol=1e-12)
+    assert tab["cluster"].isna().all()
+
+
+def test_mirror_by_team_cluster_matches_team_labels(mirror_study):
+    raw = _cx_joined(mirror_study)
+    raw = raw[raw["site_id"] == "S03"]
+    tab = mirror(mirror_study, by="site_id", cluster="team_id")
+    got = tab.query("site_id == 'S03' and metric == 'NPS'").iloc[0]
+    expect = nps(raw["nps"], cluster=raw["team_id"]).iloc[0]
+    assert (got["estimate"], got["se"], got["ci_low"], got["ci_high"]) == pytest.approx(
+        (expect["estimate"], expect["se"], expect["ci_low"], expect["ci_high"]), rel=1e-12)
+    assert got["n_clusters"] == raw["team_id"].nunique() and got["cluster"] == "team_id"
+
+
+def test_mirror_ex_shows_one_wave_never_pooled(mirror_study, by_site):
     s = mirror_study
     ex = s.ex_responses.merge(s.employees[["employee_id", "site_id"]], on="employee_id")
-    ex = ex[ex["site_id"] == "S01"]
+    latest = ex["wave"].max()
+    site = ex[(ex["site_id"] == "S01") & (ex["wave"] == latest)]
     got = by_site.query("site_id == 'S01' and metric == 'eNPS'").iloc[0]
-    assert got["estimate"] == pytest.approx(enps(ex["enps"])["estimate"].item())
-    assert got["n"] == len(ex) and got["n_respondents"] == ex["employee_id"].nunique()
+    expect = enps(site["enps"], cluster=site["employee_id"]).iloc[0]
+    assert got["estimate"] == pytest.approx(expect["estimate"]) and got["se"] == pytest.approx(expect["se"])
+    assert got["n"] == len(site) and got["n_respondents"] == site["employee_id"].nunique()
+    assert got["basis"] == f"wave {latest}"
+    assert set(by_site.loc[by_site["side"] == "CX", "basis"]) == {"all interactions"}
+    # each EX answer of another wave is in the ledger, so nothing is dropped silently
+    led = ledger_of(by_site)
+    other = led[led["rule"].str.startswith(f"answer from another wave than wave {latest}")]
+    assert other["rows_excluded"].item() == int((ex["wave"] != latest).sum())
+    # an earlier wave on request
+    first = mirror(s, by="site_id", ex_wave=1).query("site_id == 'S01' and metric == 'eNPS'").iloc[0]
+    w1 = ex[(ex["site_id"] == "S01") & (ex["wave"] == 1)]
+    assert first["n"] == len(w1) and first["basis"] == "wave 1"
 
 
 def test_mirror_counts_orphan_responses_in_the_ledger(by_site):
@@ -279,8 +322,8 @@ def test_mirror_suppresses_small_groups(mirror_study):
     assert tab[["estimate", "ci_low", "ci_high", "n"]].isna().all().all()
     led = ledger_of(tab)
     assert led.loc[led["table"] == "mirror", "rows_excluded"].item() == len(tab)
-    # a moderate minimum leaves the big groups alone
-    assert not mirror(mirror_study, by="site_id", min_group_size=15)["suppressed"].any()
+    # a moderate minimum leaves the big groups alone (EX rows rest on the 12-14 respondents of the latest wave)
+    assert not mirror(mirror_study, by="site_id", min_group_size=10)["suppressed"].any()
 
 
 def test_mirror_by_team_never_shows_a_small_group(mirror_study):
@@ -333,6 +376,12 @@ def test_mirror_bad_arguments(mirror_study):
         mirror(mirror_study, by="employee_id")
     with pytest.raises(ValueError, match=r"period must be None or 'wave', got 'month'"):
         mirror(mirror_study, period="month")
+    with pytest.raises(ValueError, match=r"cluster must be 'employee_id' \(the agent\), 'team_id' or None"):
+        mirror(mirror_study, cluster="site_id")
+    with pytest.raises(ValueError, match=r"by='team_id' with cluster='team_id' leaves one cluster per group"):
+        mirror(mirror_study, by="team_id", cluster="team_id")
+    with pytest.raises(ValueError, match=r"ex_wave=9 is not among the waves with EX answers \[1, 2, 3\]"):
+        mirror(mirror_study, ex_wave=9)
     with pytest.raises(ValueError, match="min_group_size must be a whole number >= 1"):
         mirror(mirror_study, min_group_size=0)
     s = mirror_study
@@ -347,3 +396,342 @@ def test_mirror_bad_arguments(mirror_study):
                       cx_responses=bad, customer_outcomes=s.customer_outcomes)
     with pytest.raises(ValueError, match=r"csat must be 1-5; 1 value out of range, e\.g\. rows 5 \(values 9\)"):
         mirror(off)
+
+
+# --------------------------------------------------------------------------- cluster-robust intervals
+# Issue 10 acceptance: the clustered interval equals a linearisation computed by hand on a small example.
+# Four agents; per-answer NPS scores are +1 (9-10), -1 (0-6), 0 (7-8).
+NPS_BY_AGENT = {"A": [10, 9, 9, 6], "B": [3, 5, 8], "C": [10, 10, 7, 9, 2], "D": [8, 4]}
+
+
+def _long(answers_by_agent):
+    agent = [a for a, xs in answers_by_agent.items() for _ in xs]
+    return [x for xs in answers_by_agent.values() for x in xs], agent
+
+
+def test_nps_cluster_interval_equals_hand_linearisation():
+    scores, agent = _long(NPS_BY_AGENT)
+    res = nps(scores, cluster=agent).iloc[0]
+    # cluster totals of the scores: A 3 promoters - 1 detractor = 2 (n 4); B 0 - 2 = -2 (n 3);
+    # C 3 - 1 = 2 (n 5); D 0 - 1 = -1 (n 2). N = 14, sum = 1, R = 1/14.
+    y, n = np.array([2, -2, 2, -1]), np.array([4, 3, 5, 2])
+    big_n, r, g = 14, 1 / 14, 4
+    # residuals y_c - R n_c = 24/14, -31/14, 23/14, -16/14; sum of squares 2322/196
+    z = y - r * n
+    assert z.tolist() == pytest.approx([24 / 14, -31 / 14, 23 / 14, -16 / 14])
+    v = g / (g - 1) * (2322 / 196) / big_n**2  # G/(G-1) sum z^2 / N^2 = 0.0805914...
+    assert res["estimate"] == pytest.approx(100 / 14)
+    assert res["se"] == pytest.approx(100 * np.sqrt(v))
+    assert (res["n_clusters"], res["df"]) == (4, 3)
+    # independent-answers variance (p+ + p- - R^2)/N = (11/14 - 1/196)/14 = 153/2744; design effect v / that
+    v0 = 153 / 2744
+    assert res["deff"] == pytest.approx(v / v0)
+    # adjusted Wald at the df-adjusted effective sample size m = (N / deff) (z / t_3)^2 (Korn & Graubard 1998)
+    zq, tq = stats.norm.ppf(0.975), stats.t.ppf(0.975, 3)
+    m = big_n / (v / v0) * (zq / tq) ** 2
+    pa, da = (6 / 14 * m + 0.75) / (m + 3), (5 / 14 * m + 0.75) / (m + 3)
+    half = zq * np.sqrt((pa + da - (pa - da) ** 2) / (m + 3))
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx((100 * (pa - da - half), 100 * (pa - da + half)))
+    # the plain Wald shape is the estimate +- t_3 * se
+    wald = nps(scores, cluster=agent, method="wald").iloc[0]
+    assert wald["ci_high"] - wald["estimate"] == pytest.approx(tq * res["se"])
+
+
+def test_ces_cluster_interval_equals_hand_linearisation():
+    # agents A [7, 6], B [5, 5, 6], C [2]: N = 6, sum 31, mean 31/6
+    # residuals 13 - 2(31/6) = 8/3, 16 - 3(31/6) = 1/2, 2 - 31/6 = -19/6; sum of squares 626/36
+    res = ces([7, 6, 5, 5, 6, 2], cluster=list("AABBBC")).iloc[0]
+    v = 3 / 2 * (626 / 36) / 36
+    half = stats.t.ppf(0.975, 2) * np.sqrt(v)
+    assert res["estimate"] == pytest.approx(31 / 6) and res["se"] == pytest.approx(np.sqrt(v))
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx((31 / 6 - half, 31 / 6 + half))
+
+
+def test_csat_cluster_interval_equals_hand_linearisation():
+    # agents A [5, 4, 2] (2 of 3 in the top box), B [1, 2] (0 of 2), C [4, 5, 5, 3] (3 of 4): p = 5/9
+    # residuals 2 - 3(5/9) = 1/3, -10/9, 3 - 4(5/9) = 7/9; sum of squares 158/81
+    res = csat([5, 4, 2, 1, 2, 4, 5, 5, 3], cluster=list("AAABBCCCC")).iloc[0]
+    v = 3 / 2 * (158 / 81) / 81  # 237/6561
+    v0 = (5 / 9) * (4 / 9) / 9  # 20/729 -> deff = 237/180
+    assert res["deff"] == pytest.approx(237 / 180)
+    zq, tq = stats.norm.ppf(0.975), stats.t.ppf(0.975, 2)
+    m = 9 / (v / v0) * (zq / tq) ** 2
+    p = 5 / 9
+    centre = (p + zq**2 / (2 * m)) / (1 + zq**2 / m)
+    half = zq * np.sqrt(p * (1 - p) / m + zq**2 / (4 * m**2)) / (1 + zq**2 / m)
+    assert res["se"] == pytest.approx(100 * np.sqrt(v))
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx((100 * (centre - half), 100 * (centre + half)))
+    # Wilson at n_eff with t_{G-1} in place of z is the same interval (the df adjustment, written the other way)
+    ne = 9 / (v / v0)
+    c2 = (p + tq**2 / (2 * ne)) / (1 + tq**2 / ne)
+    h2 = tq * np.sqrt(p * (1 - p) / ne + tq**2 / (4 * ne**2)) / (1 + tq**2 / ne)
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx((100 * (c2 - h2), 100 * (c2 + h2)))
+
+
+def test_one_answer_per_cluster_gives_the_independent_mean_interval():
+    x = np.array([7, 6, 5, 6, 4, 7, 2, 3])
+    clustered = ces(x, cluster=np.arange(len(x))).iloc[0]
+    independent = ces(x).iloc[0]
+    for c in ("estimate", "se", "ci_low", "ci_high", "df"):
+        assert clustered[c] == pytest.approx(independent[c])
+    assert clustered["deff"] == pytest.approx(1.0)
+
+
+def test_sufficient_statistics_from_a_database_give_the_same_interval():
+    # the contract: one GROUP BY per cluster in SQL gives the table metric_from_cluster_stats reads
+    import duckdb
+
+    rng = np.random.default_rng(8)
+    answers = pd.DataFrame({"employee_id": rng.choice([f"E{i}" for i in range(25)], 600),
+                            "nps": rng.choice(11, 600, p=P_NPS), "csat": rng.choice(np.arange(1, 6), 600, p=P_CSAT)})
+    answers.loc[rng.choice(600, 30, replace=False), "csat"] = np.nan
+    con = duckdb.connect()
+    con.register("answers", answers)
+    sql = """SELECT employee_id, count(x) AS n, sum(x) AS "sum", sum(x * x) AS sum_sq,
+                    count_if(x >= 9) AS n_promoters, count_if(x <= 6) AS n_detractors, count_if(x >= 4) AS n_top
+             FROM (SELECT employee_id, {col} AS x FROM answers) GROUP BY employee_id"""
+    for col, statistic, func in (("nps", "net", nps), ("csat", "top_box", csat)):
+        st = con.execute(sql.format(col=col)).df()
+        got = metric_from_cluster_stats(st, statistic, cluster="employee_id").iloc[0]
+        expect = func(answers[col], cluster=answers["employee_id"]).iloc[0]
+        for c in ("estimate", "se", "ci_low", "ci_high", "n", "n_clusters", "deff"):
+            assert got[c] == pytest.approx(expect[c], rel=1e-12), (col, c)
+    # and pandas' own helper computes the same table
+    ours = cluster_stats(answers, "csat", cluster="employee_id").set_index("employee_id").sort_index()
+    ref = con.execute(sql.format(col="csat")).df().set_index("employee_id").sort_index()
+    for c in ("n", "sum", "sum_sq", "n_top"):
+        assert ours[c].to_numpy(float) == pytest.approx(ref[c].to_numpy(float)), c
+    # promoter / detractor counts are defined for 0-10 items only (missing for CSAT)
+    assert ours[["n_promoters", "n_detractors"]].isna().all().all()
+    assert set(CLUSTER_STATS_COLUMNS) <= set(ours.columns)
+
+
+def _clustered_counts(rng, reps, agents, sizes, cuts, mu, agent_sd):
+    """Answer counts per rep x agent x scale point, answers clustered within agents (ordered probit)."""
+    u = rng.normal(0, agent_sd, (reps, agents, 1))
+    p = np.diff(stats.norm.cdf(cuts[None, None, :] - mu - u), axis=-1)
+    counts = rng.multinomial(sizes, p)
+    truth_p = np.diff(stats.norm.cdf((cuts - mu) / np.sqrt(1 + agent_sd**2)))  # marginal answer distribution
+    return counts, truth_p
+
+
+@pytest.mark.parametrize("agents", [12, 40])
+def test_clustered_intervals_cover_where_independent_ones_do_not(agents):
+    # 2,000 studies at once: agents with a known agent effect (SD 0.6 on a unit-variance latent scale),
+    # unequal numbers of rated interactions per agent (3 + Poisson(20))
+    rng = np.random.default_rng(agents)
+    reps = 2000
+    cuts = np.r_[-np.inf, np.linspace(-2.2, 1.0, 10), np.inf]  # 0-10 answers
+    sizes = 3 + rng.poisson(20, (reps, agents))
+    counts, pm = _clustered_counts(rng, reps, agents, sizes, cuts, 0.3, 0.6)
+    points = np.arange(11)
+    st = pd.DataFrame({
+        "rep": np.repeat(np.arange(reps), agents), "agent": np.tile(np.arange(agents), reps),
+        "n": counts.sum(-1).ravel(), "sum": (counts @ points).ravel().astype(float),
+        "sum_sq": (counts @ points**2).ravel().astype(float),
+        "n_promoters": counts[..., 9:].sum(-1).ravel().astype(float),
+        "n_detractors": counts[..., :7].sum(-1).ravel().astype(float),
+        "n_top": counts[..., 8:].sum(-1).ravel().astype(float),
+    })
+    truths = {"net": 100 * (pm[9:].sum() - pm[:7].sum()), "top_box": 100 * pm[8:].sum(), "mean": float(points @ pm)}
+    for statistic, truth in truths.items():
+        cover = {}
+        for cl in ("agent", None):
+            r = metric_from_cluster_stats(st, statistic, by="rep", cluster=cl)
+            cover[cl] = float(((r["ci_low"] <= truth) & (truth <= r["ci_high"])).mean())
+        # Monte Carlo SE of a 95% coverage over 2,000 studies: 0.5 points
+        assert 0.93 <= cover["agent"] <= 0.97, (statistic, cover)
+        assert cover[None] < 0.80, (statistic, cover)
+
+
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"scores": [9, 10, 3], "cluster": ["a", "b"]}, r"nps: cluster has 2 labels for 3 answers"),
+        ({"scores": [9, 10, 3], "cluster": ["a", None, "b"]}, r"nps: 1 answer without a cluster label, e\.g\. positions 1"),
+        ({"scores": [9, 10, 3], "cluster": "a"}, r"nps: cluster must be one label per answer"),
+    ],
+)
+def test_bad_cluster_labels_are_named(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        nps(**kwargs)
+
+
+def test_missing_answers_keep_their_cluster_alignment():
+    res = nps([10, None, 3, 9], cluster=["a", None, "b", "b"]).iloc[0]  # the unlabelled answer is missing anyway
+    assert (res["n"], res["n_missing"], res["n_clusters"]) == (3, 1, 2)
+
+
+@pytest.mark.parametrize(
+    "stats_, statistic, msg",
+    [
+        (pd.DataFrame({"g": ["a"], "n": [3]}), "top_box", r"column\(s\) \['n_top'\] not found"),
+        (pd.DataFrame({"g": ["a", "b"], "n": [3, 2], "n_top": [1.0, np.nan]}), "top_box",
+         r"column 'n_top' is missing in 1 row\(s\), e\.g\. rows 1; 'top_box' needs it \(the item has no top box"),
+        (pd.DataFrame({"g": ["a"], "n": [3], "n_promoters": [2], "n_detractors": [2]}), "net",
+         r"counts exceed n .* in 1 row\(s\), e\.g\. rows 0"),
+        (pd.DataFrame({"g": ["a"], "n": [-3], "n_top": [0]}), "top_box", r"column 'n' must not be negative"),
+        (pd.DataFrame({"g": ["a"], "n": [3], "n_top": [1]}), "median", r"statistic must be one of \['net', 'top_box', 'mean'\]"),
+    ],
+)
+def test_bad_sufficient_statistics_are_named(stats_, statistic, msg):
+    with pytest.raises(ValueError, match=msg):
+        metric_from_cluster_stats(stats_, statistic, cluster="g")
+
+
+def test_one_cluster_has_no_interval():
+    res = nps([9, 10, 3, 5], cluster=["a"] * 4).iloc[0]
+    assert res["n_clusters"] == 1 and np.isnan(res["se"]) and np.isnan(res["ci_low"]) and np.isnan(res["ci_high"])
+
+
+# --------------------------------------------------------------------------- design-based comparisons
+SITE_STATS = pd.DataFrame({
+    "site_id": ["A", "A", "B", "B", "B"], "employee_id": ["a1", "a2", "b1", "b2", "b3"],
+    "n": [4, 6, 5, 5, 4], "sum": [12.0, 20.0, 20.0, 18.0, 17.0], "sum_sq": [40.0, 70.0, 84.0, 70.0, 75.0],
+})
+
+
+def test_site_difference_equals_hand_computation_variances_add():
+    # site A: R = 32/10, residuals 12 - 4(3.2) = -0.8 and 20 - 6(3.2) = 0.8 -> v_A = 2/1 * 1.28 / 10^2 = 0.0256
+    # site B: R = 55/14, residuals 5/14, -23/14, 18/14 -> v_B = 3/2 * (25 + 529 + 324)/196 / 14^2
+    v_a = 2 / 1 * (0.8**2 + 0.8**2) / 10**2
+    v_b = 3 / 2 * ((5**2 + 23**2 + 18**2) / 196) / 14**2
+    r = compare(SITE_STATS, "mean", between="site_id", reference="B").iloc[0]
+    assert r["estimate"] == pytest.approx(3.2 - 55 / 14)
+    assert r["se"] == pytest.approx(np.sqrt(v_a + v_b))
+    # Welch-Satterthwaite degrees of freedom over the two strata (1 and 2 df) = 2.89, bounded by the smallest
+    # G_h - 1 of the strata carrying >= 10% of the variance (A: 43%, B: 57%) = 1
+    satterthwaite = (v_a + v_b) ** 2 / (v_a**2 / 1 + v_b**2 / 2)
+    assert satterthwaite == pytest.approx(2.885, abs=1e-3)
+    df = min(satterthwaite, 1)
+    assert r["df"] == pytest.approx(df)
+    half = stats.t.ppf(0.975, df) * np.sqrt(v_a + v_b)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((r["estimate"] - half, r["estimate"] + half))
+    assert r["p"] == pytest.approx(2 * stats.t.sf(abs(r["estimate"]) / np.sqrt(v_a + v_b), df))
+    assert r["strata"].startswith("site_id (clusters nested")
+    # each site's own interval comes from the same variances
+    own = metric_from_cluster_stats(SITE_STATS, "mean", by="site_id").set_index("site_id")["se"]
+    assert own.to_dict() == pytest.approx({"A": np.sqrt(v_a), "B": np.sqrt(v_b)})
+    # with two sites, "A vs rest" is "A vs B"
+    rest = compare(SITE_STATS, "mean", between="site_id").set_index("contrast")
+    assert rest.loc["A vs rest", "se"] == pytest.approx(r["se"]) and rest.loc["B vs rest", "estimate"] == pytest.approx(-r["estimate"])
+
+
+def test_wave_difference_uses_the_agents_contributions_in_both_waves():
+    # the same three agents in both waves (mean answers)
+    st = pd.DataFrame({"wave": [1, 1, 1, 2, 2, 2], "employee_id": ["a1", "a2", "a3"] * 2,
+                       "n": [3, 2, 4, 2, 3, 3], "sum": [12.0, 6.0, 20.0, 9.0, 9.0, 14.0],
+                       "sum_sq": [50.0, 20.0, 102.0, 41.0, 29.0, 66.0]})
+    r1, r2 = 38 / 9, 32 / 8
+    # per agent: (y1 - R1 n1)/N1 - (y2 - R2 n2)/N2
+    u = np.array([(12 - 3 * r1) / 9 - (9 - 2 * r2) / 8, (6 - 2 * r1) / 9 - (9 - 3 * r2) / 8, (20 - 4 * r1) / 9 - (14 - 3 * r2) / 8])
+    assert u.sum() == pytest.approx(0.0)
+    v = 3 / 2 * (u**2).sum()
+    r = compare(st, "mean", between="wave", reference="previous").iloc[0]
+    assert r["contrast"] == "2 vs 1"
+    assert r["estimate"] == pytest.approx(r2 - r1) and r["se"] == pytest.approx(np.sqrt(v))
+    assert r["df"] == pytest.approx(2) and r["n_clusters"] == 3
+    assert r["strata"].startswith("none (clusters shared across wave")
+    # treating the waves as independent samples would add their variances and drop the covariance
+    own = metric_from_cluster_stats(st, "mean", by="wave", cluster="employee_id")["se"]
+    assert np.sqrt((own**2).sum()) != pytest.approx(r["se"])
+
+
+def test_holm_adjustment_within_each_family():
+    rng = np.random.default_rng(3)
+    st = pd.DataFrame({"site_id": np.repeat(list("ABCDE"), 8), "employee_id": np.arange(40), "n": 20,
+                       "n_top": rng.binomial(20, np.repeat([0.5, 0.55, 0.6, 0.7, 0.5], 8)).astype(float)})
+    r = compare(st, "top_box", between="site_id")
+    assert len(r) == 5 and r["contrast"].tolist() == [f"{s} vs rest" for s in "ABCDE"]
+    assert r["p_adj"].to_numpy() == pytest.approx(multipletests(r["p"], method="holm")[1])
+    pairs = compare(st, "top_box", between="site_id", reference="pairs", adjust="bonferroni")
+    assert len(pairs) == 10 and pairs["p_adj"].to_numpy() == pytest.approx(np.minimum(pairs["p"] * 10, 1))
+
+
+def _site_rows(counts, reps, sites, agents):
+    g = sites * agents
+    return pd.DataFrame({
+        "rep": np.repeat(np.arange(reps), g), "site_id": np.tile(np.repeat(np.arange(sites), agents), reps),
+        "employee_id": np.tile(np.arange(g), reps), "n": counts.sum(-1).ravel(),
+        "n_promoters": counts[..., 9:].sum(-1).ravel().astype(float),
+        "n_detractors": counts[..., :7].sum(-1).ravel().astype(float),
+    })
+
+
+def test_no_false_alarms_between_sites_that_do_not_differ():
+    # 2,000 studies: 5 sites x 12 agents, ~20 rated interactions per agent, agent effects, no site effect
+    rng = np.random.default_rng(21)
+    reps, sites, agents = 2000, 5, 12
+    cuts = np.r_[-np.inf, np.linspace(-2.2, 1.0, 10), np.inf]
+    counts, _ = _clustered_counts(rng, reps, sites * agents, 5 + rng.poisson(15, (reps, sites * agents)), cuts, 0.3, 0.6)
+    st = _site_rows(counts, reps, sites, agents)
+    r = compare(st, "net", between="site_id", by="rep")
+    per_contrast = float((r["p"] < 0.05).mean())
+    familywise = float(r.groupby("rep")["p_adj"].min().lt(0.05).mean())
+    # Monte Carlo SE: 0.2 points per contrast (10,000 contrasts), 0.5 points family-wise
+    assert per_contrast <= 0.055, per_contrast
+    assert familywise <= 0.06, familywise
+    # the same comparisons with independent-answer standard errors raise false alarms on most studies
+    tot = st.groupby(["rep", "site_id"])[["n", "n_promoters", "n_detractors"]].sum()
+    rest = tot.groupby("rep").transform("sum") - tot
+    def net_var(t):
+        pp, pd_ = t["n_promoters"] / t["n"], t["n_detractors"] / t["n"]
+        return pp - pd_, (pp + pd_ - (pp - pd_) ** 2) / t["n"]
+    (e1, v1), (e2, v2) = net_var(tot), net_var(rest)
+    naive = float((np.abs(e1 - e2) / np.sqrt(v1 + v2) > stats.norm.ppf(0.975)).mean())
+    assert naive > 0.25, naive
+
+
+def test_no_false_alarms_between_waves_of_the_same_agents():
+    # 2,000 studies: 30 agents rated in two waves; a stable agent effect (SD 0.6) plus a small wave-specific
+    # one (SD 0.2); no change between waves
+    rng = np.random.default_rng(22)
+    reps, agents = 2000, 30
+    cuts = np.r_[-np.inf, np.linspace(-2.2, 1.0, 10), np.inf]
+    stable = rng.normal(0, 0.6, (reps, agents, 1))
+    rows = []
+    for wave in (1, 2):
+        u = stable + rng.normal(0, 0.2, (reps, agents, 1))
+        p = np.diff(stats.norm.cdf(cuts[None, None, :] - 0.3 - u), axis=-1)
+        c = rng.multinomial(5 + rng.poisson(15, (reps, agents)), p)
+        rows.append(pd.DataFrame({"rep": np.repeat(np.arange(reps), agents), "wave": wave,
+                                  "employee_id": np.tile(np.arange(agents), reps), "n": c.sum(-1).ravel(),
+                                  "n_promoters": c[..., 9:].sum(-1).ravel().astype(float),
+                                  "n_detractors": c[..., :7].sum(-1).ravel().astype(float)}))
+    st = pd.concat(rows, ignore_index=True)
+    r = compare(st, "net", between="wave", reference="previous", by="rep")
+    alarms = float((r["p"] < 0.05).mean())
+    assert 0.03 <= alarms <= 0.065, alarms  # Monte Carlo SE 0.5 points
+    # netting the shared agents' contributions removes their covariance: a much smaller SE than adding the
+    # two waves' variances as if they were independent samples
+    own = metric_from_cluster_stats(st, "net", by=["rep", "wave"], cluster="employee_id")
+    added = np.sqrt(own.pivot(index="rep", columns="wave", values="se").pow(2).sum(axis=1))
+    assert float((r.set_index("rep")["se"] / added).median()) < 0.8
+
+
+def test_compare_every_mirror_metric_from_the_study(mirror_study):
+    st = mirror_cluster_stats(mirror_study, by="site_id")
+    assert {"side", "dimension", "metric", "item", "site_id", "employee_id", *CLUSTER_STATS_COLUMNS} <= set(st.columns)
+    r = compare(st, between="site_id")
+    assert len(r) == 6 * 3 and set(r["metric"]) == {"NPS", "eNPS", "CSAT", "eSat", "CES", "EES"}
+    # the estimates on each side are the mirror's own estimates (agent clustering, latest EX wave)
+    tab = mirror(mirror_study, by="site_id").set_index(["site_id", "metric"])["estimate"]
+    row = r[(r["metric"] == "NPS") & (r["level"] == "S01")].iloc[0]
+    assert row["estimate_level"] == pytest.approx(tab[("S01", "NPS")])
+    # waves: the same agents in every wave's period
+    waves = compare(mirror_cluster_stats(mirror_study, period="wave"), between="wave", reference="previous")
+    assert set(waves["contrast"]) == {"2 vs 1", "3 vs 2"}
+    assert waves["strata"].str.startswith("none (clusters shared").all()
+
+
+def test_compare_bad_input(mirror_study):
+    with pytest.raises(ValueError, match=r"'site_id' has 1 level\(s\) with answers; comparisons need at least 2"):
+        compare(SITE_STATS[SITE_STATS["site_id"] == "A"], "mean")
+    with pytest.raises(ValueError, match=r"reference must be one of \['rest', 'previous', 'first', 'pairs'\] or a level of 'site_id' \(\['A', 'B'\]\), got 'C'"):
+        compare(SITE_STATS, "mean", reference="C")
+    with pytest.raises(ValueError, match=r"statistic=None takes the statistic from a 'metric' column"):
+        compare(SITE_STATS)
+    with pytest.raises(ValueError, match=r"column\(s\) \['wave'\] not found"):
+        compare(SITE_STATS, "mean", between="wave")
+    with pytest.raises(ValueError, match=r"cluster must be 'employee_id' or 'team_id'"):
+        mirror_cluster_stats(mirror_study, cluster=None)

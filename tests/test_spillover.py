@@ -1,4 +1,5 @@
-"""Interaction-level spillover (the vicious circle): pairing, Nickell correction, recovery."""
+"""Interaction-level spillover (the vicious circle): pairing, Nickell correction, recovery,
+agent x day effects, decay, moderators with Holm, and the lead placebos."""
 
 from __future__ import annotations
 
@@ -7,20 +8,38 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from cxex_lab.models.spillover import spillover
+from cxex_lab.models.spillover import SpilloverFit, spillover
+from cxex_lab.results import TABLE_COLUMNS
 from cxex_lab.simulate import simulate_study
 
 GROUP = ["employee_id", "wave"]
 
 
+def _rows(table, model=None):
+    t = table if model is None else table[table["model"] == model]
+    return t.set_index("term")
+
+
 @pytest.fixture(scope="module")
 def study():
-    # ~42k interactions (about 1.3 s). The per-interaction latent CX is the employee-wave
-    # level plus an AR(1) deviation that runs across wave boundaries, so (employee, wave)
-    # fixed effects absorb the level; pairs that straddle two waves are excluded.
+    # ~42k interactions. The per-interaction latent CX is the employee-wave level plus an
+    # AR(1) deviation that runs across wave boundaries, so (employee, wave) fixed effects
+    # absorb the level; pairs that straddle two waves are excluded.
     # insight_spillover=0: these tests fit the empowerment moderation only, and the
     # truth they check (spillover_by_empowerment) is the carry-over at insight access 3
     return simulate_study(n_sites=5, n_employees=300, n_waves=3, seed=100, latent=True, insight_spillover=0.0)
+
+
+@pytest.fixture(scope="module")
+def no_spillover():
+    # Issue 10's acceptance study for the lead placebo: no carry-over at all. Many
+    # interactions per agent-wave so that consecutive *surveyed* pairs exist on observed CSAT.
+    s = simulate_study(
+        n_sites=5, n_employees=400, n_waves=2, seed=0, latent=True, interactions_per_wave=120.0,
+        spillover=0.0, spillover_empowerment=0.0, insight_spillover=0.0,
+    )
+    lat = s.latent["interactions"].merge(s.interactions[["interaction_id", "transferred"]], on="interaction_id")
+    return lat.merge(s.cx_responses[["interaction_id", "csat"]], on="interaction_id", how="left")
 
 
 def _ar_panel(n_agents=3000, t=10, lam=0.5, seed=0):
@@ -41,33 +60,85 @@ def _ar_panel(n_agents=3000, t=10, lam=0.5, seed=0):
     )
 
 
+def _days(n_agents=500, n_days=10, calls=7, lam=0.3, day_sd=1.0, state_sd=0.0, tr_effect=-1.0,
+          state_on_transfer=0.0, lam_of_gap=None, seed=0):
+    """Agents x working days of datetime-stamped calls (hand-built, independent of the simulator).
+
+    CX of call k = agent level + day level (queue load, outage) + a within-day state
+    (random walk over the day: fatigue) + own transfer effect + carry-over of the
+    previous call's deviation (restarted each day) + noise. Transfers are Bernoulli(0.15),
+    raised by the within-day state when ``state_on_transfer`` > 0.
+    ``lam_of_gap(gap_minutes)`` makes the carry-over depend on the gap.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in range(n_agents):
+        level = rng.normal()
+        emp = rng.integers(1, 6)
+        for day in range(n_days):
+            start = pd.Timestamp("2025-03-03 06:00") + pd.Timedelta(days=day)
+            gaps = rng.choice([3, 20, 90, 300], size=calls, p=[0.35, 0.35, 0.2, 0.1]) * rng.uniform(0.5, 1.5, calls)
+            gaps *= min(1.0, 1000.0 / gaps.sum())  # the whole shift within the calendar day
+            minutes = np.cumsum(gaps)
+            day_level = rng.normal(0, day_sd)
+            state = np.cumsum(rng.normal(0, state_sd, calls))
+            p_tr = np.clip(0.15 + state_on_transfer * state, 0.01, 0.9)
+            tr = rng.random(calls) < p_tr
+            dev_prev = 0.0
+            for k in range(calls):
+                lam_k = lam if lam_of_gap is None or k == 0 else lam_of_gap(gaps[k])
+                dev = tr_effect * (tr[k] - 0.15) + (lam_k * dev_prev if k else 0.0) + rng.normal()
+                rows.append((a, start + pd.Timedelta(minutes=float(minutes[k])), level + day_level - state[k] + dev,
+                             bool(tr[k]), emp, day))
+                dev_prev = dev
+    return pd.DataFrame(rows, columns=["employee_id", "started_at", "cx", "transferred", "empowerment", "day_no"])
+
+
 # --------------------------------------------------------------------------- recovery
 def test_recovers_spillover_and_its_shrinking_with_empowerment(study):
     it = study.latent["interactions"]
     truth = study.truth["derived"]["spillover_by_empowerment"]
-    res = spillover(it, "cx_latent", group=GROUP, centre=3).set_index("term")
+    table, fit = spillover(it, "cx_latent", group=GROUP, centre=3)
+    assert isinstance(fit, SpilloverFit)
+    assert list(table.columns[: len(TABLE_COLUMNS)]) == list(TABLE_COLUMNS)
+    res = _rows(table, "carry_over")
     main, inter = res.loc["prev_cx"], res.loc["prev_cx:empowerment"]
     assert main["ci_low"] <= truth["3"] <= main["ci_high"]  # 0.25 at empowerment 3
     assert inter["ci_high"] < 0  # empowerment breaks the circle
     assert inter["ci_low"] <= -0.05 <= inter["ci_high"]
-    bins = res[res["model"] == "by_empowerment"]
+    bins = table[table["model"] == "by_empowerment"]
     assert len(bins) == 3
     assert bins["estimate"].is_monotonic_decreasing
     # Nickell: the within estimate is biased down by about (1 + lambda)/(T - 1)
     assert main["estimate_uncorrected"] < truth["3"] - 0.015
-    first_order = res.attrs["nickell_first_order"]
-    assert main["bias_correction"] == pytest.approx(-first_order, rel=0.15)
+    assert main["bias_correction"] == pytest.approx(-fit.nickell_first_order, rel=0.15)
+    assert fit.cluster == "employee_id" and fit.n_clusters == 300
+    assert fit.fixed_effects == ("employee_id", "wave")
 
 
 def test_per_level_estimates_cover_the_truth(study):
     it = study.latent["interactions"]
     truth = study.truth["derived"]["spillover_by_empowerment"]
-    res = spillover(it, "cx_latent", group=GROUP, centre=3, n_tertiles=None)
-    lev = res[res["model"] == "by_empowerment"]
-    assert list(lev["empowerment_mean"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    table, _ = spillover(it, "cx_latent", group=GROUP, centre=3, n_bins=None)
+    lev = table[table["model"] == "by_empowerment"]
+    assert list(lev["moderator_mean"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
     for _, r in lev.iterrows():
-        true = truth[f"{r['empowerment_mean']:g}"]
+        true = truth[f"{r['moderator_mean']:g}"]
         assert r["ci_low"] <= true <= r["ci_high"], (r["term"], true)
+
+
+def test_shock_placebo_recovers_the_carried_transfer_effect_and_a_null_lead(study):
+    # Simulator: a transfer lowers the call's own latent CX by 1 (ops_to_cx["transfer"]);
+    # that deviation carries to the next call with lambda(empowerment). So the previous
+    # call's transfer moves this call's CX by -E[lambda] over the pairs, the next call's by 0.
+    lat = study.latent["interactions"].merge(study.interactions[["interaction_id", "transferred"]], on="interaction_id")
+    table, fit = spillover(lat, "cx_latent", group=GROUP, shock="transferred", gap_bins=None)
+    sh = _rows(table, "shock_placebo")
+    lam = lat["spillover_lambda"].mean()
+    b_tr = study.truth["params"]["ops_to_cx"]["transfer"]
+    assert sh.loc["prev_transferred", "ci_low"] <= lam * b_tr <= sh.loc["prev_transferred", "ci_high"]
+    assert sh.loc["next_transferred (lead)", "ci_low"] <= 0 <= sh.loc["next_transferred (lead)", "ci_high"]
+    assert fit.shock == "transferred" and fit.n_shock_obs > 0.9 * len(lat)
 
 
 def test_unsurveyed_interactions_break_pairs_but_not_the_estimate(study):
@@ -77,28 +148,155 @@ def test_unsurveyed_interactions_break_pairs_but_not_the_estimate(study):
     it = study.latent["interactions"].copy()
     miss = np.random.default_rng(1).random(len(it)) < 0.5
     it.loc[miss, "cx_latent"] = np.nan
-    res = spillover(it, "cx_latent", group=GROUP, centre=3)
-    main = res.set_index("term").loc["prev_cx"]
+    table, fit = spillover(it, "cx_latent", group=GROUP, centre=3)
+    main = _rows(table, "carry_over").loc["prev_cx"]
     assert main["ci_low"] <= 0.25 <= main["ci_high"]
-    ex = res.attrs["n_pairs_excluded"]
+    ex = fit.n_pairs_excluded
     assert 0.45 * len(it) < ex["cx_missing"] <= int(miss.sum())  # first-of-agent rows are counted as such
     assert ex["prev_cx_missing"] > 0.2 * len(it)
-    assert res.attrs["n_pairs_used"] + sum(ex.values()) == len(it)
+    assert fit.n_obs + sum(ex.values()) == len(it)
 
 
 def test_nickell_correction_removes_short_panel_bias():
     # T = 10, lambda = 0.5: the within estimator is biased by about -(1.5)/9 = -0.17.
-    res = spillover(_ar_panel(), "cx", centre=3).set_index("term").loc["prev_cx"]
+    table, _ = spillover(_ar_panel(), "cx", centre=3, gap_bins=None)
+    res = _rows(table, "carry_over").loc["prev_cx"]
     assert res["estimate_uncorrected"] < 0.38
     assert res["estimate"] == pytest.approx(0.5, abs=0.02)
     assert res["ci_low"] <= 0.5 <= res["ci_high"]
+
+
+# --------------------------------------------------------------------------- agent x day
+def test_agent_by_day_effects_remove_day_states_and_the_nickell_bias():
+    # 7 calls a day (6 pairs), strong day-level shocks, carry-over 0.3 restarting each day.
+    d = _days(n_agents=400, n_days=8, lam=0.3, day_sd=1.0, seed=1)
+    by_agent, _ = spillover(d, "cx", moderators=None, gap_bins=None, lead_placebo=False)
+    by_day, fit = spillover(d, "cx", moderators=None, group="day", gap_bins=None, lead_placebo=False)
+    a = _rows(by_agent, "carry_over").loc["prev_cx"]
+    b = _rows(by_day, "carry_over").loc["prev_cx"]
+    assert a["ci_low"] > 0.4  # agent effects alone: day levels masquerade as carry-over
+    # with T = 6 pairs per group the uncorrected within estimate is far too low
+    # (about -(1 + 0.3)/5 = -0.26); the correction brings it back
+    assert b["estimate_uncorrected"] < 0.15
+    assert b["ci_low"] <= 0.3 <= b["ci_high"] and abs(b["estimate"] - 0.3) < 0.05
+    assert fit.fixed_effects == ("employee_id", "day") and fit.mean_pairs_per_group == pytest.approx(6.0)
+    assert fit.n_pairs_excluded["crosses_group"] == 400 * 7  # the first call of each later day
+
+
+def test_day_groups_equal_an_explicit_day_column():
+    d = _days(n_agents=60, n_days=4, seed=2)
+    auto, _ = spillover(d, "cx", group="day", gap_bins=None)
+    explicit, _ = spillover(d, "cx", group="day_no", gap_bins=None)
+    pd.testing.assert_frame_equal(auto, explicit)
+
+
+# --------------------------------------------------------------------------- decay
+def test_decay_bins_recover_a_carry_over_that_fades_with_the_gap():
+    # lambda = 0.5 for back-to-back calls (< 10 min), 0.3 within the hour, 0.1 after.
+    def lam_of_gap(g):
+        return 0.5 if g < 10 else 0.3 if g < 60 else 0.1
+
+    d = _days(n_agents=400, n_days=8, calls=15, lam=None, day_sd=0.5, lam_of_gap=lam_of_gap, seed=3)
+    table, fit = spillover(d, "cx", moderators=None, group="day", gap_bins=(10, 60, 240), lead_placebo=False)
+    dec = _rows(table, "decay")
+    assert list(dec.index) == ["prev_cx | gap < 10 min", "prev_cx | gap 10 min to 1 h",
+                               "prev_cx | gap 1 h to 4 h", "prev_cx | gap >= 4 h"]
+    for term, true in zip(dec.index, (0.5, 0.3, 0.1, 0.1)):
+        assert dec.loc[term, "ci_low"] <= true <= dec.loc[term, "ci_high"], (term, dec.loc[term])
+    assert dec.loc["prev_cx | gap < 10 min", "estimate"] > dec.loc["prev_cx | gap >= 4 h", "estimate"] + 0.2
+    # pairs alone in their group x bin cell carry no within information
+    assert fit.gap_unit == "minutes" and 0.9 * fit.n_obs < dec["n"].sum() <= fit.n_obs
+
+
+def test_gap_counts_idle_time_when_durations_are_given():
+    d = _days(n_agents=30, n_days=3, seed=4)
+    d["handle_seconds"] = 25 * 60.0  # 25 minutes per call: start-to-start gaps < 25 min become 0 idle
+    plain, _ = spillover(d, "cx", moderators=None, group="day", lead_placebo=False)
+    idle, _ = spillover(d, "cx", moderators=None, group="day", duration="handle_seconds", lead_placebo=False)
+    n_short = lambda t: t.loc[t["term"] == "prev_cx | gap < 10 min", "n"].sum()  # noqa: E731
+    assert n_short(idle) > n_short(plain)
+
+
+# --------------------------------------------------------------------------- moderators + Holm
+def test_moderators_get_holm_adjusted_p_values():
+    # The simulator's default carry-over shrinks with empowerment (-0.05 per point) and with
+    # access to customer insight (insight_spillover, -0.04 per point); a third, pure-noise
+    # "moderator" joins the family.
+    s = simulate_study(n_sites=5, n_employees=300, n_waves=3, seed=101, latent=True)
+    lat = s.latent["interactions"].copy()
+    lat["noise_item"] = np.random.default_rng(0).integers(1, 6, len(lat))
+    mods = ["empowerment", "cx_insight_access", "noise_item"]
+    table, fit = spillover(lat, "cx_latent", group=GROUP, moderators=mods, centre=3, gap_bins=None)
+    co = _rows(table, "carry_over")
+    raw = co.loc[[f"prev_cx:{m}" for m in mods], "p"].to_numpy()
+    # Holm (1979) by hand: sort, multiply by (m - rank), running maximum, cap at 1
+    order = np.argsort(raw)
+    adj = np.empty(3)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (3 - rank) * raw[i])
+        adj[i] = min(1.0, running)
+    np.testing.assert_allclose(co.loc[[f"prev_cx:{m}" for m in mods], "p_holm"], adj, rtol=1e-12)
+    truth = s.truth["params"]
+    for m, true in (("empowerment", truth["spillover_empowerment"]), ("cx_insight_access", truth["insight_spillover"])):
+        r = co.loc[f"prev_cx:{m}"]
+        assert r["ci_low"] <= true <= r["ci_high"] and r["p_holm"] < 0.001, (m, r)
+    assert co.loc["prev_cx", "ci_low"] <= truth["spillover"] <= co.loc["prev_cx", "ci_high"]
+    assert co.loc["prev_cx:noise_item", "p_holm"] >= co.loc["prev_cx:noise_item", "p"]
+    assert co["p_holm"].isna().sum() == len(co) - 3 and fit.moderators == tuple(mods)
+
+
+# --------------------------------------------------------------------------- lead placebos
+@pytest.mark.parametrize("cx", ["cx_latent", "csat"])
+def test_lead_placebos_are_null_without_spillover(no_spillover, cx):
+    # Acceptance test of issue 10 (spillover): simulated with spillover = 0 and
+    # spillover_empowerment = 0, on the simulator's latent interactions and on observed CSAT
+    # (20% surveyed, extremes answer more). Agent x wave effects (the simulator's CX level
+    # is constant within the agent's wave).
+    table, fit = spillover(no_spillover, cx, group="wave", shock="transferred", gap_bins=None)
+    lp = _rows(table, "lead_placebo")
+    sp = _rows(table, "shock_placebo")
+    for r in (lp.loc["next_cx (lead)"], lp.loc["prev_cx (lag)"], sp.loc["next_transferred (lead)"], sp.loc["prev_transferred"]):
+        assert r["ci_low"] <= 0 <= r["ci_high"], r
+        assert r["p"] > 0.05
+    assert not any("predicts" in n for n in fit.notes)
+
+
+def test_lead_of_cx_mirrors_the_lag_under_a_stationary_carry_over(study):
+    # Why the CX lead alone cannot tell forward from backward: with a carry-over the lead
+    # coefficient equals the lag coefficient (symmetric autocorrelation), on the same pairs.
+    table, _ = spillover(study.latent["interactions"], "cx_latent", group=GROUP, gap_bins=None)
+    lp = _rows(table, "lead_placebo")
+    assert lp.loc["prev_cx (lag)", "estimate"] > 0.2
+    assert lp.loc["next_cx (lead)", "estimate"] == pytest.approx(lp.loc["prev_cx (lag)", "estimate"], abs=0.02)
+
+
+def test_shock_lead_placebo_detects_a_within_day_state():
+    # No carry-over at all, but a within-day state (fatigue drifting over the shift) lowers
+    # CX and raises transfers. Agent x day effects cannot absorb it: the CX "carry-over" is
+    # spurious. The shock placebo sees it: the *next* call's transfer "predicts" this CX.
+    d = _days(n_agents=400, n_days=8, lam=0.0, day_sd=0.5, state_sd=0.6, state_on_transfer=0.15, seed=5)
+    table, fit = spillover(d, "cx", moderators=None, group="day", shock="transferred", gap_bins=None)
+    co = _rows(table, "carry_over").loc["prev_cx"]
+    sp = _rows(table, "shock_placebo")
+    assert co["ci_low"] > 0.1  # spurious carry-over
+    assert sp.loc["next_transferred (lead)", "ci_high"] < 0  # the placebo fires
+    assert any("predicts" in n for n in fit.notes)
+    # with a true carry-over and exogenous transfers, the same check stays silent
+    # (15 calls a day: under a carry-over the shock coefficients carry an O(1/T) within bias)
+    d2 = _days(n_agents=400, n_days=8, calls=15, lam=0.3, day_sd=0.5, seed=6)
+    table2, fit2 = spillover(d2, "cx", moderators=None, group="day", shock="transferred", gap_bins=None)
+    sp2 = _rows(table2, "shock_placebo")
+    assert sp2.loc["prev_transferred", "ci_low"] <= -0.3 <= sp2.loc["prev_transferred", "ci_high"]
+    assert sp2.loc["next_transferred (lead)", "ci_low"] <= 0 <= sp2.loc["next_transferred (lead)", "ci_high"]
 
 
 # --------------------------------------------------------------------------- reference
 def test_uncorrected_fit_matches_statsmodels_with_group_dummies():
     d = _ar_panel(n_agents=60, t=12, seed=4)
     d["wave"] = (d["started_at"] > 6).astype(int)
-    res = spillover(d, "cx", group=["employee_id", "wave"], centre=3).set_index("term")
+    table, fit = spillover(d, "cx", group=["employee_id", "wave"], centre=3, gap_bins=None)
+    res = _rows(table, "carry_over")
     # the same pairs built by hand, fitted with explicit dummies (statsmodels)
     d = d.sort_values(["employee_id", "started_at"])
     d["prev"] = d.groupby("employee_id")["cx"].shift()
@@ -106,18 +304,40 @@ def test_uncorrected_fit_matches_statsmodels_with_group_dummies():
     p = d[d["prev"].notna() & (d["prev_wave"] == d["wave"])].copy()
     p["g"] = p["employee_id"].astype(str) + "_" + p["wave"].astype(str)
     p["ec"] = p["empowerment"] - 3
-    fit = smf.ols("cx ~ prev + prev:ec + C(g)", data=p).fit(
+    ols = smf.ols("cx ~ prev + prev:ec + C(g)", data=p).fit(
         cov_type="cluster", cov_kwds={"groups": p["employee_id"]}, use_t=True
     )
-    assert res.loc["prev_cx", "estimate_uncorrected"] == pytest.approx(fit.params["prev"], rel=1e-9)
-    assert res.loc["prev_cx:empowerment", "estimate_uncorrected"] == pytest.approx(fit.params["prev:ec"], rel=1e-9)
+    assert res.loc["prev_cx", "estimate_uncorrected"] == pytest.approx(ols.params["prev"], rel=1e-9)
+    assert res.loc["prev_cx:empowerment", "estimate_uncorrected"] == pytest.approx(ols.params["prev:ec"], rel=1e-9)
     n, k, g = len(p), 2, p["g"].nunique()
     # statsmodels' small-sample factor (N-1)/(N-K) counts the dummies in K; ours does not
     # (they are nested in the agent clusters), otherwise the SEs are identical
     factor = np.sqrt((n - k - g) / (n - k))
-    assert res.loc["prev_cx", "se"] == pytest.approx(fit.bse["prev"] * factor, rel=1e-8)
-    assert res.loc["prev_cx:empowerment", "se"] == pytest.approx(fit.bse["prev:ec"] * factor, rel=1e-8)
-    assert res.attrs["n_pairs_used"] == n
+    assert res.loc["prev_cx", "se"] == pytest.approx(ols.bse["prev"] * factor, rel=1e-8)
+    assert res.loc["prev_cx:empowerment", "se"] == pytest.approx(ols.bse["prev:ec"] * factor, rel=1e-8)
+    assert fit.n_obs == n
+    # the lead is the same regression with the roles swapped
+    lead = smf.ols("prev ~ cx + C(g)", data=p).fit()
+    assert _rows(table, "lead_placebo").loc["next_cx (lead)", "estimate_uncorrected"] == pytest.approx(lead.params["cx"], rel=1e-9)
+
+
+def test_shock_model_matches_statsmodels_with_group_dummies():
+    d = _days(n_agents=40, n_days=3, seed=7)
+    table, fit = spillover(d, "cx", moderators=None, group="day", shock="transferred", gap_bins=None, lead_placebo=False)
+    d = d.sort_values(["employee_id", "started_at"]).copy()
+    d["tr"] = d["transferred"].astype(float)
+    key = d["employee_id"].astype(str) + "_" + d["day_no"].astype(str)
+    d["prev_tr"] = d.groupby(key)["tr"].shift()
+    d["next_tr"] = d.groupby(key)["tr"].shift(-1)
+    d["prev2_tr"] = d.groupby(key)["tr"].shift(2)
+    d["g"] = key
+    p = d.dropna(subset=["prev_tr", "next_tr", "prev2_tr"])
+    ols = smf.ols("cx ~ prev_tr + next_tr + prev2_tr + tr + C(g)", data=p).fit()
+    sp = _rows(table, "shock_placebo")
+    assert sp.loc["prev_transferred", "estimate"] == pytest.approx(ols.params["prev_tr"], rel=1e-9)
+    assert sp.loc["next_transferred (lead)", "estimate"] == pytest.approx(ols.params["next_tr"], rel=1e-9)
+    assert sp.loc["prev2_transferred", "estimate"] == pytest.approx(ols.params["prev2_tr"], rel=1e-9)
+    assert fit.n_shock_obs == len(p)
 
 
 def test_pairs_use_the_immediately_preceding_interaction():
@@ -134,14 +354,15 @@ def test_pairs_use_the_immediately_preceding_interaction():
     )
     big = pd.concat([one.assign(employee_id=one["employee_id"] + str(i)) for i in range(40)], ignore_index=True)
     big["cx"] += np.random.default_rng(0).normal(0, 0.3, len(big))
-    res = spillover(big, "cx", centre=3, n_tertiles=2)
-    ex = res.attrs["n_pairs_excluded"]
-    assert res.attrs["n_pairs_used"] == 160
+    table, fit = spillover(big, "cx", centre=3, n_bins=2, gap_bins=None)
+    ex = fit.n_pairs_excluded
+    assert fit.n_obs == 160
     assert ex["first_of_unit"] == 80 and ex["cx_missing"] == 40 and ex["prev_cx_missing"] == 40
-    assert res.attrs["n_pairs_used"] + sum(ex.values()) == len(big)
+    assert fit.n_obs + sum(ex.values()) == len(big)
     # input order is irrelevant: the function orders by time within agent
-    shuffled = spillover(big.sample(frac=1, random_state=3), "cx", centre=3, n_tertiles=2)
-    pd.testing.assert_frame_equal(res, shuffled)
+    shuffled, fit2 = spillover(big.sample(frac=1, random_state=3), "cx", centre=3, n_bins=2, gap_bins=None)
+    pd.testing.assert_frame_equal(table, shuffled)
+    assert fit == fit2
 
 
 # --------------------------------------------------------------------------- bad input
@@ -152,9 +373,14 @@ def test_pairs_use_the_immediately_preceding_interaction():
         (lambda d: d.assign(cx=d["cx"].astype(str)), {}, "column 'cx' is not numeric"),
         (lambda d: d.assign(cx=np.nan), {}, "column 'cx' is entirely missing"),
         (lambda d: d.assign(started_at=d["started_at"].astype(str)), {}, "time column 'started_at' must be datetime"),
-        (lambda d: d.assign(empowerment=3), {}, "is constant over the usable pairs"),
+        (lambda d: d.assign(empowerment=3), {}, "moderator column 'empowerment' is constant"),
         (lambda d: d.head(8), {}, "only 5 usable pairs"),
         (lambda d: d, dict(group="team"), "column 'team' not found"),
+        (lambda d: d, dict(group="day"), "group='day' needs datetime stamps"),
+        (lambda d: d, dict(gap_bins=(60, 10)), "gap_bins must be increasing positive edges"),
+        (lambda d: d, dict(moderators=["empowerment", "empowerment"]), "moderators contain duplicates"),
+        (lambda d: d, dict(shock="cx"), "shock 'cx' is the CX column"),
+        (lambda d: d, dict(moderators=["empowerment"], centre={"insight": 3}), "centre gives no value for moderator"),
     ],
 )
 def test_bad_input_messages(mutate, kwargs, message):
@@ -166,5 +392,5 @@ def test_bad_input_messages(mutate, kwargs, message):
 def test_missing_time_rows_are_counted_not_silently_dropped():
     d = _ar_panel(n_agents=50, t=8).astype({"started_at": float})
     d.loc[[3, 20, 40], "started_at"] = np.nan
-    res = spillover(d, "cx", centre=3)
-    assert res.attrs["n_dropped"] == 3
+    _, fit = spillover(d, "cx", centre=3)
+    assert fit.n_dropped == 3
