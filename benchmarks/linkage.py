@@ -12,7 +12,12 @@ honest:
   needed, one left merge of interactions with CX responses, one groupby with
   pandas' vectorised aggregations, then the (small) EX and employee merges;
 * ``duckdb`` -- hand-written DuckDB SQL over the Parquet files, with the same
-  plan as ``link`` (see :func:`duckdb_sql`).
+  plan as ``link`` (see :func:`duckdb_sql`);
+* ``spark``  -- the same :func:`cxex_lab.linkage.link` through Ibis on a local
+  Spark session (``local[*]``), for information only (no target): the session's
+  start-up is not timed; its peak memory is the Python process plus the JVM's
+  peak RSS (sampled every 0.2 s). ``--no-spark`` leaves it out; without Java the
+  column says so.
 
 Each child times its computation (imports excluded; reading the files and
 building the final pandas DataFrame included) and reports its own peak RSS
@@ -302,12 +307,55 @@ def side_duckdb(path: Path):
     return clock.stop(), panel[COLUMNS]
 
 
-SIDES = {"link": side_link, "pandas": side_pandas, "duckdb": side_duckdb}
+def side_spark(path: Path):
+    import shutil
+    import threading
+
+    import ibis
+    import psutil
+
+    from cxex_lab.linkage import link
+    from cxex_lab.workspace import _spark_session
+
+    if shutil.which("java") is None:
+        raise RuntimeError("no Java on the PATH: Spark cannot start")
+    session = _spark_session(None, {"spark.driver.memory": "4g"})
+    con = ibis.pyspark.connect(session)
+    me = psutil.Process()
+    peak = {"jvm": 0}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            rss = 0
+            for ch in me.children(recursive=True):
+                try:
+                    rss += ch.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak["jvm"] = max(peak["jvm"], rss)
+            stop.wait(0.2)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    clock = Clock()
+    panel = link(path, level="employee", period="week", ex_lag=EX_LAG, con=con)
+    result = clock.stop()
+    stop.set()
+    th.join()
+    session.stop()
+    global _EXTRA_RSS
+    _EXTRA_RSS = peak["jvm"]
+    return result, panel[COLUMNS]
+
+
+_EXTRA_RSS = 0
+SIDES = {"link": side_link, "pandas": side_pandas, "duckdb": side_duckdb, "spark": side_spark}
 
 
 def child(side: str, path: Path, out: Path) -> None:
     (seconds, cpu), panel = SIDES[side](path)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 + _EXTRA_RSS  # Linux: KiB; + Spark's JVM
     panel.attrs = {}  # the ledger DataFrame in attrs is not JSON-serialisable into Parquet metadata
     panel.to_parquet(out, index=False)
     print(json.dumps({"side": side, "seconds": seconds, "cpu": cpu, "peak_rss": rss, "rows": len(panel)}))
@@ -354,6 +402,7 @@ def main() -> None:
                     help="id columns as text ('E000042', the default) or whole numbers (surrogate keys)")
     ap.add_argument("--employees", type=int, default=N_EMPLOYEES,
                     help=f"employees handling the interactions (default {N_EMPLOYEES:,}; see the module docstring)")
+    ap.add_argument("--no-spark", action="store_true", help="leave out the Spark local-mode column")
     ap.add_argument("--child", choices=list(SIDES), help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -399,6 +448,17 @@ def main() -> None:
     print(f"(CPU-time ratios, robust to other load on the machine: pandas/link {pdx['cpu'] / lk['cpu']:.2f}x, "
           f"link/SQL {lk['cpu'] / dk['cpu']:.2f}x)")
     print(f"(peak RSS link / SQL      {lk['peak_rss'] / dk['peak_rss']:5.2f})")
+
+    if not args.no_spark:  # information only: one run, no target
+        try:
+            sp = run_side("spark", data, out_dir / "spark.parquet")
+        except RuntimeError as err:
+            print(f"spark local mode: not run ({str(err).strip().splitlines()[-1]})")
+            return
+        compare(panels["link"], pd.read_parquet(out_dir / "spark.parquet"), "link on DuckDB vs link on Spark")
+        print(f"spark local mode (information): {sp['seconds']:6.2f} s wall, peak RSS (Python + JVM) "
+              f"{sp['peak_rss'] / 2**30:5.2f} GiB; panel equal to link on DuckDB; "
+              f"{sp['seconds'] / lk['seconds']:.1f}x link's time")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Command-line interface: ``cxex-lab simulate | validate | run``."""
+"""Command-line interface: ``cxex-lab simulate | validate | prepare | run``."""
 
 from __future__ import annotations
 
@@ -59,6 +59,39 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    import time
+
+    from cxex_lab.schema import DataContractError
+    from cxex_lab.workspace import WorkspaceError, prepare
+
+    t0 = time.perf_counter()
+    log = (lambda msg: print(f"  {msg}", file=sys.stderr)) if args.verbose else None
+    panels = args.panels if args.panels in ("default", "all", "none") else "default"
+    try:
+        ws = prepare(args.path, config=args.config, engine=args.engine, out=args.out, memory_limit=args.memory_limit,
+                     temp_directory=args.temp_directory, spark_remote=args.spark_remote, panels=panels,
+                     force=args.force, threads=args.threads, log=log)
+    except DataContractError as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    except (FileNotFoundError, WorkspaceError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with ws:
+        how = "reused" if ws.reused else f"prepared on {args.engine}"
+        print(f"{args.path}: workspace {how} in {time.perf_counter() - t0:.1f} s")
+        print(f"  {ws.path}")
+        print(ws.sizes().to_string(index=False))
+        ledger = ws.ledger
+        if len(ledger):
+            print("\nData-quality ledger (rows excluded on purpose):")
+            print(ledger.to_string(index=False))
+        else:
+            print("\nData-quality ledger: no rows excluded.")
+    return 0
+
+
 def _parse_params(items: Sequence[str] | None) -> list[tuple[str, object]]:
     import json
 
@@ -105,6 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("path", help="study directory (Parquet/CSV tables) or DuckDB file")
     val.add_argument("--config", default=None, help="study config (YAML) mapping real columns to roles")
     val.set_defaults(func=_cmd_validate)
+
+    prep = sub.add_parser(
+        "prepare", help="load, validate and link a study once, into a reusable workspace (DuckDB file)",
+        description="Load, validate (in the engine) and link a study once, and write a workspace file keyed by "
+                    "the data, the config and the package; an unchanged study reuses it.",
+        epilog="example: cxex-lab prepare data/sample --memory-limit 4GB; "
+               "cxex-lab prepare big_study --engine spark --spark-remote sc://localhost:15002")
+    prep.add_argument("path", help="study directory (Parquet/CSV tables) or DuckDB file")
+    prep.add_argument("--config", default=None, help="study config (YAML) mapping real columns to roles")
+    prep.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb",
+                      help="where validation and linkage run (default duckdb, in-process and out of core)")
+    prep.add_argument("--spark-remote", default=None, metavar="sc://HOST:PORT", help="Spark Connect server")
+    prep.add_argument("--out", default=None,
+                      help="folder of workspace files (default $CXEX_LAB_WORKSPACE_DIR or ~/.cache/cxex-lab/workspaces)")
+    prep.add_argument("--memory-limit", default=None, metavar="SIZE", help="DuckDB memory cap, e.g. 4GB")
+    prep.add_argument("--temp-directory", default=None, metavar="DIR", help="where DuckDB spills beyond the cap")
+    prep.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
+    prep.add_argument("--panels", choices=["default", "all", "none"], default="default",
+                      help="linked panels to store: default (every level x wave x ex_lag 0/1), all periods, or none")
+    prep.add_argument("--force", action="store_true", help="rebuild even if an up-to-date workspace exists")
+    prep.add_argument("-v", "--verbose", action="store_true", help="print each step's time")
+    prep.set_defaults(func=_cmd_prepare)
 
     try:
         from cxex_lab import runner

@@ -62,6 +62,12 @@ its reason, every row that could not be linked:
   to a unit;
 * with ``reporting=True``, groups suppressed for privacy.
 
+The rules (periods, windows, attribution, segments) and the ledger's wording
+are the data contract's, written once in :mod:`cxex_lab.contract`
+(:data:`~cxex_lab.contract.EXCLUSIONS`); validation, the workspace and the
+mirror metrics apply the same ones. ``link`` itself does not validate: a
+:class:`cxex_lab.workspace.Workspace` links validated tables (``ws.panel``).
+
 Every CX response is therefore either behind some row's ``n_cx`` or in the
 ledger (in ``window`` mode windows may overlap, so use ``period="wave"`` for
 that accounting). Units that did answer no EX in the linked wave are kept with
@@ -94,6 +100,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cxex_lab import contract
+from cxex_lab.contract import EXCLUSIONS, LEVELS, PERIODS
 from cxex_lab.ledger import Ledger
 from cxex_lab.privacy import check_min_group_size, drop_id_columns, suppress_small_groups
 from cxex_lab.study import TABLES, Study
@@ -105,19 +113,14 @@ except ImportError:  # pragma: no cover - depends on the other module
 
 __all__ = ["link", "link_interactions", "LEVELS", "PERIODS", "EX_MEASURES", "CX_MEASURES", "OPS_MEASURES", "agreement"]
 
-#: Aggregation levels and the id columns that key them.
-LEVELS: dict[str, tuple[str, ...]] = {
-    "employee": ("employee_id", "team_id", "site_id"),
-    "team": ("team_id", "site_id"),
-    "site": ("site_id",),
-}
-#: Period choices (see the module docstring).
-PERIODS: tuple[str, ...] = ("week", "month", "quarter", "wave", "window")
-_TRUNC = {"week": "W", "month": "M", "quarter": "Q"}
+# LEVELS (aggregation levels and the id columns that key them) and PERIODS (period
+# choices, see the module docstring) are the contract's (cxex_lab.contract).
 
 #: EX items averaged over a unit's respondents (``tp_*`` columns found in the data are added).
 EX_MEASURES: tuple[str, ...] = ("enps", "esat", "ees", "empowerment", "cx_insight_access")
 CX_MEASURES: tuple[str, ...] = ("nps", "csat", "ces")
+#: Split-half columns of ``link(..., halves=True)``.
+HALF_MEASURES: tuple[str, ...] = ("n_cx_h1", "n_cx_h2", "nps_h1", "nps_h2", "csat_h1", "csat_h2", "ces_h1", "ces_h2")
 OPS_MEASURES: tuple[str, ...] = ("fcr_rate", "aht_seconds", "transfer_rate")
 LOYALTY_MEASURES: tuple[str, ...] = ("retention_rate", "revenue_mean")
 
@@ -141,16 +144,19 @@ class LinkageError(ValueError):
 # --------------------------------------------------------------------------- inputs
 
 
+def _check_lag(ex_lag, what: str = "ex_lag must be a whole number of waves >= 0 (0 = the wave opened at or before "
+                                   "the period, 1 = the one before it)") -> int:
+    if isinstance(ex_lag, bool) or not isinstance(ex_lag, (int, np.integer)) or ex_lag < 0:
+        raise LinkageError(f"{what}, got {ex_lag!r}")
+    return int(ex_lag)
+
+
 def _check_args(level, period, ex_lag, window_days, min_group_size, reporting, segment) -> tuple[float, float]:
     if level not in LEVELS:
         raise LinkageError(f"unknown level {level!r}; valid levels are {list(LEVELS)}")
     if period not in PERIODS:
         raise LinkageError(f"unknown period {period!r}; valid periods are {list(PERIODS)}")
-    if isinstance(ex_lag, bool) or not isinstance(ex_lag, (int, np.integer)) or ex_lag < 0:
-        raise LinkageError(
-            f"ex_lag must be a whole number of waves >= 0 (0 = the wave opened at or before the period, "
-            f"1 = the one before it), got {ex_lag!r}"
-        )
+    _check_lag(ex_lag)
     try:
         d0, d1 = (float(x) for x in window_days)
     except (TypeError, ValueError):
@@ -164,68 +170,71 @@ def _check_args(level, period, ex_lag, window_days, min_group_size, reporting, s
             "employees (one row per employee identifies them). Use level='team' or 'site' for a report, or "
             "reporting=False for an analysis panel that stays out of reports."
         )
-    if segment is not None and not isinstance(segment, (str, list, tuple)):
-        raise LinkageError(f"segment must be a site id, a list of site ids or 'all', got {segment!r}")
+    try:
+        contract.segment_sites(segment)
+    except ValueError as err:
+        raise LinkageError(str(err)) from None
     return d0, d1
 
 
 def _open(study: Study | str | Path, con) -> tuple[Any, dict[str, Any], str]:
-    """Ibis tables for the five canonical tables (only the columns linkage needs)."""
+    """Ibis tables for the five canonical tables (only the columns linkage needs), in the contract's form."""
     if con is None:
-        con = ibis.duckdb.connect()
-        try:  # no progress bar on long queries: it would print into logs and reports
-            con.raw_sql("SET enable_progress_bar = false")
-        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses the setting (and shows no bar)
-            pass
+        con = contract.duckdb_connect()
     if isinstance(study, Study):
         tables = {}
         for name in TABLES:
             df = getattr(study, name)
+            if df is None:
+                tables[name] = None
+                continue
             cols = [c for c in df.columns if c in _NEEDED[name] or (name == "ex_responses" and _is_ex_item(c))]
             tables[name] = ibis.memtable(pa.Table.from_pandas(df[cols], preserve_index=False))
-        return con, tables, study.source or "study in memory"
+        return con, _canonical(tables), study.source or "study in memory"
     if isinstance(study, (str, Path)):
         path = Path(study)
         if not path.exists():
             raise FileNotFoundError(f"study path {path} does not exist")
-        files = {name: path / f"{name}.parquet" for name in TABLES}
-        if path.is_dir() and all(f.exists() for f in files.values()) and not (path / "study.yaml").exists():
-            # Parquet read by the backend: raw rows never enter pandas
-            return con, {name: con.read_parquet(str(f)) for name, f in files.items()}, str(path)
+        from cxex_lab.workspace import engine_tables  # the loader (lazy: the workspace builds on this module)
+
+        tables = engine_tables(path, con) if path.is_dir() and not (path / "study.yaml").exists() else None
+        if tables is not None:  # Parquet read by the backend: raw rows never enter pandas
+            return con, _canonical({n: t.drop(*[c for c in ("_row", "_file") if c in t.columns])
+                                    if t is not None else None for n, t in tables.items()}), str(path)
         from cxex_lab.io import load_study  # CSV, DuckDB file or a study config: load, then link in memory
 
         return _open(load_study(path, validate=False), con)
     raise LinkageError(f"study must be a Study or the path of a study directory, got {type(study).__name__}")
 
 
+def _canonical(tables: dict[str, Any]) -> dict[str, Any]:
+    """The contract's column kinds (microsecond timestamps, ...) with the columns linkage uses."""
+    out = {}
+    for name, t in tables.items():
+        if t is None:
+            out[name] = None
+            continue
+        keep = [c for c in t.columns if name == "ex_responses" and _is_ex_item(c)]
+        c = contract.canonical(t, name, keep=keep)
+        out[name] = c.select(*[col for col in c.columns if col in _NEEDED[name] or col in keep])
+    return out
+
+
 def _is_ex_item(col: str) -> bool:
-    return col in EX_MEASURES or col.startswith("tp_")
+    return col in EX_MEASURES or contract.is_touchpoint(col)
 
 
 def _check_columns(tables: dict[str, Any]) -> None:
     for name, need in _NEEDED.items():
+        if tables.get(name) is None:
+            if name in contract.REQUIRED_TABLES or name == "employees":
+                raise LinkageError(f"the study has no {name!r} table, which linkage needs")
+            continue
         missing = [c for c in need if c not in tables[name].columns]
         if missing:
             raise LinkageError(
                 f"table {name!r} lacks column(s) {missing} needed for linkage; it has {list(tables[name].columns)}"
             )
-
-
-def _wave_openings(con, ex) -> pd.DataFrame:
-    """Tiny lookup: one row per wave with its opening day, in opening order.
-
-    Same definition as :meth:`cxex_lab.study.Study.wave_openings`, computed on
-    the backend so a path-based study never enters pandas.
-    """
-    w = con.to_pyarrow(ex.group_by("wave").agg(opened=ex.responded_at.min())).to_pandas()
-    w = w.dropna(subset=["wave", "opened"])
-    w["opened"] = pd.to_datetime(w["opened"]).dt.floor("D")
-    return w.sort_values(["opened", "wave"], kind="stable").reset_index(drop=True)
-
-
-def _case(pairs: list[tuple[Any, Any]], else_=None, type_: str | None = None):
-    expr = ibis.cases(*pairs, else_=else_) if pairs else ibis.null()
-    return expr.cast(type_) if type_ else expr
 
 
 def _ts(value) -> Any:
@@ -246,16 +255,19 @@ def link(
     con: Any = None,
     segment: str | Sequence[str] | None = None,
     loyalty: bool = True,
+    halves: bool = False,
 ) -> pd.DataFrame:
     """Link EX to the CX of the interactions each unit handled, per unit x period.
 
     Parameters
     ----------
-    study : Study or path
-        A :class:`~cxex_lab.study.Study` (linked via ``ibis.memtable``) or a study
+    study : Study, path or Workspace
+        A :class:`~cxex_lab.study.Study` (linked via ``ibis.memtable``), a study
         directory of Parquet files (read by the backend with ``read_parquet``;
-        raw rows never enter pandas). Other directories (CSV, a study config) and
+        raw rows never enter pandas), or a :class:`cxex_lab.workspace.Workspace`
+        (same as ``ws.panel(...)``). Other directories (CSV, a study config) and
         DuckDB files are loaded with :func:`cxex_lab.io.load_study` first.
+        ``link`` does not validate: use a workspace for validated data.
     level : {"employee", "team", "site"}
         The unit of a row. Team and site rows pool the interactions of all their
         employees (membership from ``employees``).
@@ -277,10 +289,17 @@ def link(
         Where to run (default: a new in-process DuckDB connection).
     segment : str or list of str, optional
         Site id(s): link only the employees of these sites (their interactions
-        and the CX responses to them, like :meth:`Study.segment`). ``"all"`` or
-        None links everything.
+        and the CX responses to them, :func:`cxex_lab.contract.segment_tables`).
+        ``"all"`` or None links everything. Wave openings stay the whole study's.
     loyalty : bool
         Compute retention / revenue (``wave`` and ``window`` periods only).
+    halves : bool
+        Add split-half means of the CX items for a multiple-indicator model:
+        within each unit-period the CX answers are numbered in the order of the
+        interactions' start times (ties by interaction id); ``<item>_h1`` is
+        the item's mean over the odd-numbered answers (1st, 3rd, ...),
+        ``<item>_h2`` over the even-numbered ones, with ``n_cx_h1`` /
+        ``n_cx_h2`` answers behind them.
 
     Returns
     -------
@@ -291,11 +310,12 @@ def link(
         and the EX means (``enps``, ``esat``, ``ees``, ``tp_*``,
         ``empowerment``, ``cx_insight_access``) plus ``enps_score``
         (-100..100); ``n_cx``, ``nps``, ``csat``, ``ces``, ``nps_score``
-        (-100..100), ``csat_top2`` (share answering 4-5); ``n_interactions``,
-        ``fcr_rate``, ``aht_seconds``, ``transfer_rate`` over all interactions;
-        ``n_customers``, ``retention_rate``, ``revenue_mean``. ``attrs``:
-        ``"ledger"`` (records: ``ledger_of(panel)`` for a DataFrame), ``"params"``, ``"wave_openings"`` and, for an
-        empty result, ``"explanation"``.
+        (-100..100), ``csat_top2`` (share answering 4-5), with ``halves`` the
+        split-half columns; ``n_interactions``, ``fcr_rate``, ``aht_seconds``,
+        ``transfer_rate`` over all interactions; ``n_customers``,
+        ``retention_rate``, ``revenue_mean``. ``attrs``: ``"ledger"``
+        (records: ``ledger_of(panel)`` for a DataFrame), ``"params"``,
+        ``"wave_openings"`` and, for an empty result, ``"explanation"``.
 
     Raises
     ------
@@ -313,6 +333,12 @@ def link(
     """
     d0, d1 = _check_args(level, period, ex_lag, window_days, min_group_size, reporting, segment)
     ex_lag = int(ex_lag)
+    if hasattr(study, "panel") and hasattr(study, "tables") and not isinstance(study, Study):
+        if con is not None:
+            raise LinkageError("link(workspace, con=...): a workspace runs on its own connection; omit con")
+        return study.panel(level=level, period=period, ex_lag=ex_lag, window_days=(d0, d1),
+                           min_group_size=min_group_size, reporting=reporting, segment=segment, loyalty=loyalty,
+                           halves=halves)
     con, t, source = _open(study, con)
     _check_columns(t)
     counts = {name: t[name].count().name(name) for name in ("interactions", "cx_responses", "ex_responses")}
@@ -323,46 +349,37 @@ def link(
                     "cx_responses": "no CX responses to link",
                     "ex_responses": "no EX waves to link"}[name]
             raise LinkageError(f"cannot link {source}: table {name!r} is empty (0 rows), so there are {what}")
+    waves = contract.openings_frame(con, t["ex_responses"])
+    sites = contract.segment_sites(segment)
+    if sites:
+        emp = t["employees"]
+        valid = con.to_pyarrow(emp.select(s=emp.site_id.cast("string")).distinct()).column(0).to_pylist()
+        try:
+            contract.check_segment(sites, valid)
+        except ValueError as err:
+            raise LinkageError(str(err)) from None
+        t = contract.segment_tables(t, sites)
     ledger = Ledger()
+    panel = link_tables(con, t, waves, ledger, level=level, period=period, ex_lag=ex_lag, window_days=(d0, d1),
+                        loyalty=loyalty, halves=halves, scoped=bool(sites))
     params = dict(level=level, period=period, ex_lag=ex_lag, window_days=(d0, d1), min_group_size=min_group_size,
                   reporting=reporting, segment=segment, loyalty=loyalty, source=source)
+    return finish_panel(panel, ledger, waves, params, segment=segment if sites else None)
 
-    waves = _wave_openings(con, t["ex_responses"])
-    emp = t["employees"].select("employee_id", "team_id", "site_id")
-    in_scope = segment is not None and segment != "all"
-    if in_scope:
-        wanted = [segment] if isinstance(segment, str) else [str(s) for s in segment]
-        valid = sorted(str(s) for s in con.to_pyarrow(emp.select("site_id").distinct()).column(0).to_pylist()
-                       if s is not None)
-        unknown = [s for s in wanted if s not in valid]
-        if unknown:
-            raise LinkageError(f"unknown segment(s) {unknown}; valid site ids are {valid} (or 'all')")
-        emp = emp.filter(emp.site_id.isin(wanted))
 
-    keys = list(LEVELS[level])
-    ex_cols = list(t["ex_responses"].columns)
-    ex_items = [c for c in EX_MEASURES[:3] if c in ex_cols] + [c for c in ex_cols if c.startswith("tp_")] + [
-        c for c in EX_MEASURES[3:] if c in ex_cols]
-
-    expr, pkey = _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_items)
-    if loyalty and period in ("wave", "window"):
-        expr = _add_loyalty(expr, t, emp, waves, level, period, d0, d1, in_scope, pkey)
-        if not in_scope:
-            _ledger_unattributed_outcomes(con, t, waves, ledger)
-    if not in_scope:
-        _ledger_ex_unknown(con, t, emp, ledger)
-
-    expr = _final_columns(expr, keys, period, waves, ex_items)
-    panel = _collect(con, expr, [keys[0], "period"], ledger, level, period, ex_lag)
-
-    if in_scope and (len(panel) == 0 or int(panel["n_cx"].sum()) == 0):
+def finish_panel(panel: pd.DataFrame, ledger: Ledger, waves: pd.DataFrame, params: dict,
+                 segment: Any = None) -> pd.DataFrame:
+    """The last steps of a panel: explanation of an empty segment, reporting, attrs."""
+    level, period, ex_lag = params["level"], params["period"], params["ex_lag"]
+    if segment is not None and (len(panel) == 0 or int(panel["n_cx"].sum()) == 0):
         explanation = (f"segment {segment!r} has no CX responses linked to its employees' interactions "
                        f"(period={period!r}, ex_lag={ex_lag}): the panel is empty")
         ledger.add("link", "panel", explanation, max(len(panel), 1), [])
         panel = panel.iloc[0:0]
         panel.attrs["explanation"] = explanation
-    if reporting:
-        panel = _reporting(panel, ledger, min_group_size, ex_items)
+    if params.get("reporting"):
+        ex_items = [c for c in panel.columns if _is_ex_item(c)]
+        panel = _reporting(panel, ledger, params["min_group_size"], ex_items)
     panel = panel.reset_index(drop=True)
     # plain records (not DataFrames) so pandas can compare and serialise attrs;
     # cxex_lab.ledger.ledger_of(panel) gives the ledger as a DataFrame
@@ -376,51 +393,42 @@ def link(
     return panel
 
 
-def _survey_windows(t, waves, level, d0, d1):
-    """The windows of the window design and how an interaction table joins them.
+def ex_items_of(ex_columns: Sequence[str]) -> list[str]:
+    """The EX items of a panel, in panel order: enps, esat, ees, tp_* (as found), empowerment, insight."""
+    cols = list(ex_columns)
+    return [c for c in EX_MEASURES[:3] if c in cols] + [c for c in cols if contract.is_touchpoint(c)] + [
+        c for c in EX_MEASURES[3:] if c in cols]
 
-    Employee level: each EX answer opens its own window (``responded_at`` +
-    ``window_days``); team/site level: each wave's opening day does. Returns the
-    window table (``_p`` = wave) and a function giving the join predicate for a
-    table with ``employee_id`` and ``started_at``.
+
+def link_tables(con, t: dict[str, Any], waves: pd.DataFrame, ledger: Ledger, *, level: str, period: str,
+                ex_lag: int, window_days: tuple[float, float], loyalty: bool = True, halves: bool = False,
+                scoped: bool = False, study_ledger: bool = True) -> pd.DataFrame:
+    """The linked panel of tables already in the contract's form (the engine-side core of :func:`link`).
+
+    ``t`` holds Ibis tables on ``con`` (a segment's tables when ``scoped``);
+    ``waves`` the wave openings (:func:`cxex_lab.contract.openings_frame`).
+    Exclusions are added to ``ledger``. ``study_ledger=False`` leaves out the
+    study-wide entries that do not depend on the panel's level (EX answers of
+    unknown employees, unattributable customer outcomes): a caller that counts
+    them once (the workspace) passes False. Returns the panel without attrs.
     """
-    if level == "employee":
-        ex = t["ex_responses"]
-        win = ex.select(_weid=ex.employee_id, _p=ex.wave.cast("int64"),
-                        _ws=ex.responded_at + ibis.interval(seconds=int(d0 * 86400)),
-                        _we=ex.responded_at + ibis.interval(seconds=int(d1 * 86400)))
-        return win, lambda x: (x.employee_id == win._weid) & (x.started_at >= win._ws) & (x.started_at < win._we)
-    win = ibis.memtable(pd.DataFrame({
-        "_p": waves["wave"].astype("int64"),
-        "_ws": waves["opened"] + pd.to_timedelta(d0, unit="D"),
-        "_we": waves["opened"] + pd.to_timedelta(d1, unit="D"),
-    }))
-    return win, lambda x: (x.started_at >= win._ws) & (x.started_at < win._we)
+    d0, d1 = window_days
+    emp = t["employees"].select("employee_id", "team_id", "site_id")
+    keys = list(LEVELS[level])
+    ex_items = ex_items_of(t["ex_responses"].columns)
+    expr, pkey = _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, ex_items, halves)
+    has_outcomes = t.get("customer_outcomes") is not None
+    if loyalty and has_outcomes and period in ("wave", "window"):
+        expr = _add_loyalty(expr, t, emp, waves, level, period, d0, d1, scoped, pkey)
+        if not scoped and study_ledger:
+            ledger_unattributed_outcomes(con, t, waves, ledger)
+    if not scoped and study_ledger:
+        _ledger_ex_unknown(con, t, emp, ledger)
+    expr = _final_columns(expr, keys, period, waves, ex_items, halves)
+    return _collect(con, expr, [keys[0], "period"], ledger, level, period, ex_lag)
 
 
-def _period_key(t_started, period, waves):
-    """Per-interaction period key: a truncated timestamp or the wave number."""
-    if period in _TRUNC:
-        return t_started.truncate(_TRUNC[period])
-    pairs = [(t_started >= _ts(o), int(w)) for w, o in zip(waves["wave"][::-1], waves["opened"][::-1])]
-    return _case(pairs, type_="int64")
-
-
-def _ex_wave_of(pkey, period, ex_lag, waves):
-    """The EX wave linked to a period key (CASE over the few wave openings)."""
-    wl, ol = list(waves["wave"]), list(waves["opened"])
-    if period == "window":
-        return pkey.cast("int64")
-    if period == "wave":
-        pairs = [(pkey == int(w), int(wl[i - ex_lag])) for i, w in enumerate(wl) if i - ex_lag >= 0]
-    else:
-        pairs = [(pkey >= _ts(ol[i]), int(wl[i - ex_lag]) if i - ex_lag >= 0 else None)
-                 for i in range(len(wl) - 1, -1, -1)]
-        pairs = [(c, ibis.literal(v, type="int64")) for c, v in pairs]
-    return _case(pairs, type_="int64")
-
-
-def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_items):
+def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, ex_items, halves=False):
     """The Ibis expression of the panel (before loyalty), with a ``_status`` column.
 
     Two aggregates are joined on the unit x period key: operations over all
@@ -431,6 +439,10 @@ def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_
     20,000-agent data of ``benchmarks/linkage.py`` (both plans as hand-written
     DuckDB SQL). It also counts an interaction with two responses once in the
     operations (the join counted it twice).
+
+    Periods come from the contract (:func:`cxex_lab.contract.period_of`,
+    :func:`~cxex_lab.contract.survey_windows`, :func:`~cxex_lab.contract.ex_wave_of`),
+    attribution to teams and sites from :func:`cxex_lab.contract.attribute`.
     """
     i = t["interactions"]
     c = t["cx_responses"]
@@ -439,24 +451,20 @@ def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_
         handle_seconds=i.handle_seconds, _fcr=i.resolved_first_contact.cast("float64"),
         _tr=i.transferred.cast("float64"),
     )
-    if in_scope:
-        i = i.semi_join(emp, i.employee_id == emp.employee_id)
 
     keys = list(LEVELS[level])
     if level != "employee":
-        e = emp.select(_eid=emp.employee_id, _known=ibis.literal(1, type="int8"),
-                       **{k: emp[k] for k in keys})
-        i = i.left_join(e, i.employee_id == e._eid)
+        i = contract.attribute(i, emp, level)
         gkeys = keys
     else:
         gkeys = ["employee_id"]
 
     if period == "window":
-        win, on = _survey_windows(t, waves, level, d0, d1)
+        win, on = contract.survey_windows(t["ex_responses"], waves, level, d0, d1)
         i = i.left_join(win, on(i))
         pk = i._p
     else:
-        pk = _period_key(i.started_at, period, waves)
+        pk = contract.period_of(i.started_at, period, waves)
     i = i.mutate(_p=pk)
     gcols = [*gkeys, "_p"]
 
@@ -470,38 +478,57 @@ def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_
     # CX: each response joined to the interaction it rates; orphan responses (no such
     # interaction) come through with missing keys and are counted, not dropped.
     # A 1-marker is counted rather than the id string, so no string outlives the join.
-    il = i.select(_iid=i._iid, _ione=ibis.literal(1, type="int8"), **{k: i[k] for k in gcols})
+    isel = dict(_iid=i._iid, _ione=ibis.literal(1, type="int8"), **{k: i[k] for k in gcols})
+    if level != "employee":
+        isel["_iknown"] = i._known
+    if halves:
+        isel["_istart"] = i.started_at
+    il = i.select(**isel)
     c = c.select(_cid=c.interaction_id, nps=c.nps, csat=c.csat, ces=c.ces)
-    cj = c.join(il, c._cid == il._iid, how="inner" if in_scope else "left")
+    cj = c.join(il, c._cid == il._iid, how="left")
+
+    if halves:  # answers numbered in time order within the unit-period: odd -> h1, even -> h2
+        k = ibis.row_number().over(group_by=[cj[g] for g in gcols], order_by=[cj._istart, cj._iid])
+        cj = cj.mutate(_odd=(k % 2) == 0)
 
     def share(cond):  # share of answered rows meeting cond (a comparison with a missing answer is null: skipped)
         return cond.cast("float64").mean()
 
-    cxa = cj.group_by(gcols).aggregate(
+    caggs = dict(
         n_cx=cj._ione.count(), _n_orphan=cj.count() - cj._ione.count(),
         nps=cj.nps.mean(), csat=cj.csat.mean(), ces=cj.ces.mean(),
         _prom=share(cj.nps >= 9), _detr=share(cj.nps <= 6), csat_top2=share(cj.csat >= 4),
     )
+    if level != "employee":
+        caggs["_n_cx_known"] = cj._iknown.count()
+    if halves:
+        caggs.update(n_cx_h1=cj._ione.count(where=cj._odd), n_cx_h2=cj._ione.count(where=~cj._odd))
+        for m in CX_MEASURES:
+            caggs[f"{m}_h1"] = cj[m].mean(where=cj._odd)
+            caggs[f"{m}_h2"] = cj[m].mean(where=~cj._odd)
+    cxa = cj.group_by(gcols).aggregate(**caggs)
     cxa = cxa.rename({f"_c_{k}": k for k in gcols})
     # null-safe equality: rows with a missing unit or period (ledger rows) must meet their CX too
     a = ops.outer_join(cxa, [ops[k].identical_to(cxa[f"_c_{k}"]) for k in gcols])
+    half_cols = list(HALF_MEASURES) if halves else []
     a = a.select(
         **{k: ibis.coalesce(a[k], a[f"_c_{k}"]) for k in gcols},
         n_interactions=a.n_interactions.fill_null(0), n_cx=a.n_cx.fill_null(0), _n_orphan=a._n_orphan.fill_null(0),
         **{m: a[m] for m in (*OPS_MEASURES, *CX_MEASURES, "_prom", "_detr", "csat_top2")},
-        **({"_n_known": a._n_known.fill_null(0)} if level != "employee" else {}),
+        **{m: a[m] for m in half_cols},
+        **({"_n_known": a._n_known.fill_null(0), "_n_cx_known": a._n_cx_known.fill_null(0)}
+           if level != "employee" else {}),
     ).view()  # a finished relation: the joins below start a new join chain
 
     if level == "employee":
-        e = emp.select(_eid=emp.employee_id, team_id=emp.team_id, site_id=emp.site_id,
-                       _known=ibis.literal(1, type="int8"))
-        a = a.left_join(e, a.employee_id == e._eid)
-        a = a.mutate(_n_known=ibis.cases((a._known.notnull(), a.n_interactions), else_=0))
+        a = contract.attribute(a, emp, "employee")
+        a = a.mutate(_n_known=ibis.cases((a._known.notnull(), a.n_interactions), else_=0),
+                     _n_cx_known=ibis.cases((a._known.notnull(), a.n_cx), else_=0))
         unit_ok = a._known.notnull()
     else:
         unit_ok = ibis.and_(*[a[k].notnull() for k in keys])
 
-    a = a.mutate(ex_wave=_ex_wave_of(a._p, period, ex_lag, waves))
+    a = a.mutate(ex_wave=contract.ex_wave_of(a._p, period, ex_lag, waves))
     a = a.mutate(_status=ibis.cases(
         (~unit_ok, _NO_UNIT), (a._p.isnull(), _NO_PERIOD), (a.ex_wave.isnull(), _NO_EX_WAVE), else_=_OK
     ).cast("int8"))
@@ -509,8 +536,7 @@ def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_
     # EX per unit x wave (means over the unit's respondents)
     ex = t["ex_responses"]
     if level != "employee":
-        ee = emp.select(_xeid=emp.employee_id, **{k: emp[k] for k in keys})
-        ex = ex.join(ee, ex.employee_id == ee._xeid)
+        ex = contract.attribute(ex, emp, level, how="inner").drop("_known")
         xkeys = keys
     else:
         xkeys = ["employee_id"]
@@ -530,7 +556,7 @@ def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_
 
     out = {k: a[k] for k in keys}
     out.update(_p=a._p, ex_wave=a.ex_wave, _status=a._status, _n_orphan=a._n_orphan, _n_known=a._n_known,
-               n_ex=a._n_ex.fill_null(0))
+               _n_cx_known=a._n_cx_known, n_ex=a._n_ex.fill_null(0))
     for m in ex_items:
         out[m] = a[f"_x_{m}"].cast("float64")
     out["enps_score"] = ratio(a._eprom - a._edetr, a._enps_n, 100.0)
@@ -539,23 +565,24 @@ def _core_expression(t, emp, waves, level, period, ex_lag, d0, d1, in_scope, ex_
         out[m] = a[m].cast("float64")
     out["nps_score"] = (a._prom - a._detr) * 100.0
     out["csat_top2"] = a.csat_top2
+    for m in half_cols:
+        out[m] = a[m].fill_null(0) if m.startswith("n_") else a[m].cast("float64")
     out["n_interactions"] = a.n_interactions
     for m in OPS_MEASURES:
         out[m] = a[m].cast("float64")
     return a.select(**out), gkeys
 
 
-def _add_loyalty(expr, t, emp, waves, level, period, d0, d1, in_scope, gkeys):
+def _add_loyalty(expr, t, emp, waves, level, period, d0, d1, scoped, gkeys):
     """Left-join retention / revenue of the customers each unit served (wave periods)."""
     i = t["interactions"]
     i = i.select(employee_id=i.employee_id, customer_id=i.customer_id, started_at=i.started_at)
-    if in_scope or level != "employee":
-        keys = list(LEVELS[level])
-        e = emp.select(_eid=emp.employee_id, **{k: emp[k] for k in keys if k != "employee_id"})
-        i = i.join(e, i.employee_id == e._eid)
-    i = i.mutate(_cp=_period_key(i.started_at, "wave", waves))
+    if scoped or level != "employee":
+        keys = [k for k in LEVELS[level] if k != "employee_id"]
+        i = contract.attribute(i, emp, level, how="inner", keys=keys).drop("_known")
+    i = i.mutate(_cp=contract.wave_period(i.started_at, waves))
     if period == "window":
-        win, on = _survey_windows(t, waves, level, d0, d1)
+        win, on = contract.survey_windows(t["ex_responses"], waves, level, d0, d1)
         i = i.join(win, on(i))
     else:
         i = i.mutate(_p=i._cp)
@@ -573,19 +600,19 @@ def _add_loyalty(expr, t, emp, waves, level, period, d0, d1, in_scope, gkeys):
     return j.select(*expr.columns, "n_customers", "retention_rate", "revenue_mean")
 
 
-def _ledger_unattributed_outcomes(con, t, waves, ledger: Ledger) -> None:
+def ledger_unattributed_outcomes(con, t, waves, ledger: Ledger, step: str = "link") -> None:
+    """Count customer-periods that no interaction of that wave period attributes to a unit."""
     i = t["interactions"]
-    cp = i.select(_c=i.customer_id, _cp=_period_key(i.started_at, "wave", waves)).distinct()
+    cp = i.select(_c=i.customer_id, _cp=contract.wave_period(i.started_at, waves)).distinct()
     o = t["customer_outcomes"]
     n = int(con.execute(o.anti_join(cp, (o.customer_id == cp._c) & (o.period.cast("int64") == cp._cp)).count()))
-    ledger.add("link", "customer_outcomes",
-               "customer-period with no interaction in that wave period: not attributable to a unit", n)
+    EXCLUSIONS["unattributed_outcome"].add(ledger, step, n)
 
 
 def _ledger_ex_unknown(con, t, emp, ledger: Ledger) -> None:
     ex = t["ex_responses"]
     n = int(con.execute(ex.anti_join(emp, ex.employee_id == emp.employee_id).count()))
-    ledger.add("link", "ex_responses", "EX response from an employee not in employees: not linked", n)
+    EXCLUSIONS["unknown_employee_ex"].add(ledger, "link", n)
 
 
 @contextmanager
@@ -600,21 +627,32 @@ def _batches(con, expr, chunk: int) -> Iterator[tuple[pa.Schema, Iterator[pa.Rec
     would block the connection for every later query.
     """
     rel = con._to_duckdb_relation(expr) if getattr(con, "name", None) == "duckdb" else None
+    # backends may narrow types Ibis declared (DuckDB: a CASE of small integer literals comes
+    # back as int32) or add a time zone (Spark: timestamps in the session's zone): cast to the declaration
+    schema = expr.schema().to_pyarrow()
     if hasattr(rel, "to_arrow_reader"):  # DuckDB 2 (on DuckDB 1, Ibis' own method works)
         reader = rel.to_arrow_reader(chunk)
-        # DuckDB may narrow types Ibis declared (a CASE of small integer literals comes back as int32)
-        schema = expr.schema().to_pyarrow()
-        batches = (b if b.schema.equals(schema) else b.cast(schema) for b in reader)
     else:
         reader = con.to_pyarrow_batches(expr, chunk_size=chunk)
-        schema, batches = reader.schema, iter(reader)
+    batches = (b if b.schema.equals(schema) else _conform(b, schema) for b in reader)
     try:
         yield schema, batches
     finally:
         reader.close()
 
 
-_TALLY = ("n_interactions", "n_cx", "_n_known", "_n_orphan")
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A record batch with the declared schema (zoned timestamps become UTC wall times)."""
+    cols = []
+    for field in schema:
+        col = batch.column(field.name)
+        if pa.types.is_timestamp(col.type) and col.type.tz is not None:
+            col = pc.cast(col, pa.timestamp(col.type.unit))  # the UTC instant without its zone
+        cols.append(col.cast(field.type) if not col.type.equals(field.type) else col)
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+_TALLY = ("n_interactions", "n_cx", "_n_known", "_n_orphan", "_n_cx_known")
 
 
 def _collect(con, expr, order: list[str], ledger: Ledger, level, period, ex_lag) -> pd.DataFrame:
@@ -684,36 +722,35 @@ def _order_index(table: pa.Table, order: list[str]) -> pa.Array:
 
 
 def _ledger_tally(tally: dict[int, np.ndarray], ledger: Ledger, level, period, ex_lag) -> None:
-    """Ledger entries from the per-status counts (rows, interactions, CX, known, orphans)."""
+    """Ledger entries from the per-status counts (the contract's exclusion policies and their words).
+
+    Each tally holds: rows, interactions, CX responses, interactions of known
+    employees, orphan responses, CX responses to interactions of known employees.
+    """
     zero = np.zeros(1 + len(_TALLY), dtype="int64")
     orphans = int(sum(v[4] for v in tally.values()))
-    ledger.add("link", "cx_responses", "response's interaction_id is not in interactions: not linked", orphans)
+    EXCLUSIONS["orphan_response"].add(ledger, "link", orphans)
 
-    rows, ni, ncx, nk, _ = (int(x) for x in tally.get(_NO_UNIT, zero))
-    unit_word = {"employee": "employee_id", "team": "team_id", "site": "site_id"}[level]
-    ledger.add("link", "interactions", "interaction's employee_id is not in employees: not linked", ni - nk)
-    ledger.add("link", "interactions", f"interaction's employee has no {unit_word} in employees: not linked", nk)
-    ledger.add("link", "cx_responses", "response to an interaction whose employee cannot be placed: not linked", ncx)
-    no_period = {"wave": "interaction started before the first EX wave opened (or has no start time): no wave period",
-                 "window": "interaction falls in no EX window (no EX answer from its unit "
-                           "window_days before it, or no start time)"}.get(
-        period, "interaction has no start time: no period")
-    rows, ni, ncx, nk, _ = (int(x) for x in tally.get(_NO_PERIOD, zero))
-    ledger.add("link", "interactions", no_period, ni)
-    ledger.add("link", "cx_responses", "response to an interaction that " + no_period.removeprefix("interaction "),
-               ncx)
-    rows, ni, ncx, nk, _ = (int(x) for x in tally.get(_NO_EX_WAVE, zero))
-    rule = f"no EX wave opened {ex_lag} wave(s) before the period (ex_lag={ex_lag}): no EX to link, excluded"
-    ledger.add("link", f"{level}-{period} panel", f"{level}-period with {rule}", rows)
-    ledger.add("link", "interactions", f"interaction in a {level}-period with {rule}", ni)
-    ledger.add("link", "cx_responses", f"response in a {level}-period with {rule}", ncx)
+    rows, ni, ncx, nk, _, ncxk = (int(x) for x in tally.get(_NO_UNIT, zero))
+    EXCLUSIONS["unknown_employee_interaction"].add(ledger, "link", ni - nk)
+    EXCLUSIONS["unknown_employee_response"].add(ledger, "link", ncx - ncxk)
+    no_unit_i, no_unit_c = contract.no_unit_exclusions(level)
+    no_unit_i.add(ledger, "link", nk)
+    no_unit_c.add(ledger, "link", ncxk)
+    rows, ni, ncx, nk, _, _ = (int(x) for x in tally.get(_NO_PERIOD, zero))
+    no_period_i, no_period_c = contract.no_period_exclusions(period)
+    no_period_i.add(ledger, "link", ni)
+    no_period_c.add(ledger, "link", ncx)
+    rows, ni, ncx, nk, _, _ = (int(x) for x in tally.get(_NO_EX_WAVE, zero))
+    for exclusion, n in zip(contract.no_ex_wave_exclusions(level, period, ex_lag), (rows, ni, ncx)):
+        exclusion.add(ledger, "link", n)
 
 
-def _final_columns(expr, keys, period, waves, ex_items):
+def _final_columns(expr, keys, period, waves, ex_items, halves=False):
     """Rename and order the columns in the expression (so pandas needs no reshuffling copy)."""
     if period in ("wave", "window"):
         pairs = [(expr._p == int(w), _ts(o)) for w, o in zip(waves["wave"], waves["opened"])]
-        pstart = _case(pairs, type_="timestamp")
+        pstart = (ibis.cases(*pairs, else_=None) if pairs else ibis.null()).cast("timestamp")
     else:
         pstart = expr._p.cast("timestamp")
     extra = {}
@@ -722,10 +759,12 @@ def _final_columns(expr, keys, period, waves, ex_items):
                      revenue_mean=ibis.null("float64"))
     cols = {k: expr[k] for k in keys}
     cols.update(period=expr._p, period_start=pstart, ex_wave=expr.ex_wave, n_ex=expr.n_ex)
-    for c in [*ex_items, "enps_score", "n_cx", *CX_MEASURES, "nps_score", "csat_top2", "n_interactions",
-              *OPS_MEASURES, "n_customers", *LOYALTY_MEASURES]:
+    for c in [*ex_items, "enps_score", "n_cx", *CX_MEASURES, "nps_score", "csat_top2",
+              *(HALF_MEASURES if halves else ()), "n_interactions", *OPS_MEASURES, "n_customers",
+              *LOYALTY_MEASURES]:
         cols[c] = extra[c] if c in extra else expr[c]
-    cols.update(_status=expr._status, _n_orphan=expr._n_orphan, _n_known=expr._n_known)
+    cols.update(_status=expr._status, _n_orphan=expr._n_orphan, _n_known=expr._n_known,
+                _n_cx_known=expr._n_cx_known)
     return expr.select(**cols)
 
 
@@ -771,21 +810,20 @@ def link_interactions(
         plus ``ex_columns``, sorted by employee and time. ``attrs["n_surveyed"]``
         and ``attrs["n_with_ex"]`` count what could be linked.
     """
-    if isinstance(ex_lag, bool) or not isinstance(ex_lag, (int, np.integer)) or ex_lag < 0:
-        raise LinkageError(f"ex_lag must be a whole number >= 0 (waves back), got {ex_lag!r}")
+    ex_lag = _check_lag(ex_lag, "ex_lag must be a whole number >= 0 (waves back)")
     con, t, _ = _open(study, con)
     _check_columns(t)
     ex = t["ex_responses"]
     missing = [c for c in ex_columns if c not in ex.columns]
     if missing:
         raise LinkageError(f"ex_responses lacks column(s) {missing}; it has {list(ex.columns)}")
-    waves = _wave_openings(con, ex)
+    waves = contract.openings_frame(con, ex)
     if waves.empty:
         raise LinkageError("no EX wave has an answer with a date: nothing to link interactions to")
     i, c = t["interactions"], t["cx_responses"]
     i = i.select("interaction_id", "employee_id", "started_at", "resolved_first_contact", "transferred", "handle_seconds")
-    i = i.mutate(period=_period_key(i.started_at, "wave", waves).fill_null(0))
-    i = i.mutate(ex_wave=_ex_wave_of(i.period, "wave", int(ex_lag), waves))
+    i = i.mutate(period=contract.wave_period(i.started_at, waves).fill_null(0))
+    i = i.mutate(ex_wave=contract.ex_wave_of(i.period, "wave", ex_lag, waves))
     c = c.select(_cid=c.interaction_id, nps=c.nps, csat=c.csat, ces=c.ces)
     j = i.left_join(c, i.interaction_id == c._cid).drop("_cid")
     e = ex.select(_eid=ex.employee_id, _wave=ex.wave.cast("int64"), **{k: ex[k] for k in ex_columns})

@@ -1,5 +1,5 @@
-"""Small helpers that keep the notebooks thin: loading a segment, response rates,
-privacy-safe tables, and the "truth check" shown on simulated data.
+"""Small helpers that keep the notebooks thin: opening a study's workspace (or loading a
+segment), response rates, privacy-safe tables, and the "truth check" shown on simulated data.
 
 Notebooks call these; they hold no statistics of their own.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cxex_lab.io import load_study
@@ -19,6 +18,7 @@ from cxex_lab.study import Study
 
 __all__ = [
     "resolve_path",
+    "open_workspace",
     "load_segment",
     "has_truth",
     "truth_check",
@@ -46,12 +46,42 @@ def resolve_path(path: str | Path) -> Path:
     return path
 
 
+def open_workspace(data_dir: str | Path, segment: str = "all", config: str | Path | None = None, **kwargs):
+    """The one call a notebook makes: the study's workspace, limited to a segment.
+
+    ``data_dir`` is a study directory (prepared once by
+    :func:`cxex_lab.workspace.prepare`, then reused: the report runner prepares
+    before the notebooks run) or a workspace file. Keyword arguments go to
+    :func:`~cxex_lab.workspace.prepare` (e.g. ``out``, ``engine``).
+
+    Returns
+    -------
+    cxex_lab.workspace.Workspace
+    """
+    from cxex_lab.workspace import Workspace
+
+    path = resolve_path(data_dir)
+    if config is not None:
+        kwargs["config"] = resolve_path(config)
+    return Workspace.open(path, segment=segment, **kwargs)
+
+
 def load_segment(data_dir: str | Path, segment: str = "all", config: str | Path | None = None) -> Study:
     """Load and validate a study, then keep one segment (a site id, or ``"all"``).
 
-    The validation ledger stays attached (``study.ledger``).
+    The validation ledger stays attached (``study.ledger``). ``data_dir`` may
+    also be a prepared workspace file (what the report runner passes once it
+    prepares a workspace): its validated tables, ledger, truth and latent tables
+    are read back as a Study (small studies only; notebooks that read the
+    workspace use :func:`open_workspace` instead).
     """
-    study = load_study(resolve_path(data_dir), config=config, validate=True)
+    path = resolve_path(data_dir)
+    if path.is_file() and path.suffix == ".duckdb":
+        from cxex_lab.workspace import Workspace, _is_workspace_file
+
+        if _is_workspace_file(path):
+            return Workspace.open(path, segment=segment).to_study()
+    study = load_study(path, config=config, validate=True)
     return study.segment(segment)
 
 
@@ -83,38 +113,43 @@ def truth_check(estimates: pd.DataFrame, truth: Mapping[str, float], term_col: s
     return rows[[c for c in keep if c in rows.columns]].reset_index(drop=True)
 
 
-def response_rates(study: Study) -> pd.DataFrame:
+def response_rates(study) -> pd.DataFrame:
     """Survey response rates on both sides, per wave.
 
-    EX: employees answering / employees employed when the wave opened.
-    CX: surveyed interactions / interactions in the period that the wave opens
-    (up to the next wave's opening); interactions before the first wave opened
-    are reported as wave 0.
+    EX: employees answering / employees employed when the wave opened
+    (:func:`cxex_lab.contract.employed_at`). CX: surveyed interactions /
+    interactions in the period that the wave opens (up to the next wave's
+    opening, :func:`cxex_lab.contract.wave_period`); interactions before the
+    first wave opened are reported as wave 0. The rules run in the engine: on
+    the workspace's, or on an in-memory DuckDB for a :class:`Study`.
+
+    Parameters
+    ----------
+    study : Study or Workspace
 
     Returns
     -------
     DataFrame
         ``side, wave, eligible, responded, rate``.
     """
-    opens = study.wave_openings()
+    from cxex_lab import contract
+    from cxex_lab.workspace import response_rates_of
+
+    if hasattr(study, "response_rates") and not isinstance(study, Study):
+        return study.response_rates()
     emp = study.employees
-    rows = []
-    for wave, opened in opens.items():
-        employed = (emp["hire_date"] <= opened) & (emp["exit_date"].isna() | (emp["exit_date"] > opened))
-        answered = (study.ex_responses["wave"] == wave).sum()
-        rows.append({"side": "EX", "wave": int(wave), "eligible": int(employed.sum()), "responded": int(answered)})
-    # interactions before the first wave opened belong to no wave period: wave 0
-    edges = [np.datetime64("1678-01-01")] + list(opens.to_numpy()) + [np.datetime64("2262-01-01")]
-    period = pd.cut(study.interactions["started_at"], bins=pd.DatetimeIndex(edges), right=False, labels=[0] + list(opens.index))
-    surveyed = study.interactions["interaction_id"].isin(set(study.cx_responses["interaction_id"]))
-    counts = pd.DataFrame({"wave": period, "surveyed": surveyed}).groupby("wave", observed=False)["surveyed"].agg(["size", "sum"])
-    for wave, r in counts.iterrows():
-        if wave == 0 and r["size"] == 0:
-            continue  # no interaction before the first wave: no wave-0 row
-        rows.append({"side": "CX", "wave": int(wave), "eligible": int(r["size"]), "responded": int(r["sum"])})
-    out = pd.DataFrame(rows)
-    out["rate"] = out["responded"] / out["eligible"].where(out["eligible"] > 0)
-    return out
+    if emp is None:
+        emp = pd.DataFrame({"employee_id": pd.Series(dtype=str)})
+    emp = emp.reindex(columns=["employee_id", "hire_date", "exit_date"])
+    for c in ("hire_date", "exit_date"):
+        if not pd.api.types.is_datetime64_any_dtype(emp[c]):
+            emp[c] = pd.to_datetime(emp[c])
+    opens = study.wave_openings()
+    waves = pd.DataFrame({"wave": opens.index.astype("int64"), "opened": pd.to_datetime(opens.values)})
+    con = contract.duckdb_connect()
+    return response_rates_of(con, contract.memtable(emp), contract.memtable(study.ex_responses[["wave"]]),
+                             contract.memtable(study.interactions[["interaction_id", "started_at"]]),
+                             contract.memtable(study.cx_responses[["interaction_id"]]), waves)
 
 
 def reportable(
@@ -142,8 +177,10 @@ def reportable(
     return out
 
 
-def study_overview(study: Study) -> pd.DataFrame:
-    """What was loaded: rows per table, sites, teams, employees, waves, date range."""
+def study_overview(study) -> pd.DataFrame:
+    """What was loaded: rows per table, sites, teams, employees, waves, date range (a Study or a Workspace)."""
+    if hasattr(study, "overview") and not isinstance(study, Study):
+        return study.overview()
     s = study
     facts = {
         "sites": s.employees["site_id"].nunique(),
@@ -154,7 +191,7 @@ def study_overview(study: Study) -> pd.DataFrame:
         "interactions": len(s.interactions),
         "CX responses": len(s.cx_responses),
         "customers": s.interactions["customer_id"].nunique(),
-        "customer-period outcomes": len(s.customer_outcomes),
+        "customer-period outcomes": len(s.customer_outcomes) if s.customer_outcomes is not None else 0,
         "first interaction": s.interactions["started_at"].min().date().isoformat() if len(s.interactions) else "-",
         "last interaction": s.interactions["started_at"].max().date().isoformat() if len(s.interactions) else "-",
     }

@@ -12,15 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-TABLES: tuple[str, ...] = (
-    "employees",
-    "ex_responses",
-    "interactions",
-    "cx_responses",
-    "customer_outcomes",
-)
+from cxex_lab import contract
+from cxex_lab.contract import TABLES
+
+__all__ = ["Study", "TABLES"]
 
 
 @dataclass
@@ -41,6 +39,13 @@ class Study:
         Where the study was loaded from (used in error messages and provenance).
     ledger : DataFrame or None
         The data-quality ledger produced by :func:`cxex_lab.schema.validate`.
+    openings : Series or None
+        Wave opening days inherited from the whole study by a segment (waves
+        are study-wide events: a segment's first answer is not its wave's
+        opening). None computes them from ``ex_responses``.
+
+    ``employees`` and ``customer_outcomes`` may be None (optional tables of the
+    contract, see :mod:`cxex_lab.contract`).
     """
 
     employees: pd.DataFrame
@@ -52,6 +57,7 @@ class Study:
     latent: dict[str, pd.DataFrame] = field(default_factory=dict)
     source: str | None = None
     ledger: pd.DataFrame | None = None
+    openings: pd.Series | None = None
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Return the five canonical tables as a ``{name: DataFrame}`` dict."""
@@ -64,45 +70,47 @@ class Study:
         return save_study(self, path, fmt=fmt, latent=latent)
 
     def segment(self, sites: str | list[str] | None) -> "Study":
-        """The part of the study that belongs to some sites.
+        """The part of the study that belongs to some sites (:func:`cxex_lab.contract.segment_tables`).
 
         Employees of the sites, their EX answers and interactions, the CX
         responses to those interactions and the outcomes of the customers they
-        served. ``None`` or ``"all"`` returns the study unchanged.
+        served. ``None`` or ``"all"`` returns the study unchanged. The segment
+        keeps the whole study's wave openings. The rule runs on an in-memory
+        DuckDB connection over the id columns; the selected rows are taken from
+        the DataFrames as they are (types unchanged).
 
         Raises
         ------
         ValueError
             If a site id is unknown (the message lists the valid ones).
         """
-        if sites is None or sites == "all":
+        wanted = contract.segment_sites(sites)
+        if wanted is None:
             return self
-        wanted = [sites] if isinstance(sites, str) else list(sites)
-        valid = sorted(self.employees["site_id"].dropna().astype(str).unique())
-        unknown = [s for s in wanted if s not in valid]
-        if unknown:
-            raise ValueError(f"unknown segment(s) {unknown}; valid site ids are {valid} (or 'all')")
-        emp = self.employees[self.employees["site_id"].astype(str).isin(wanted)]
-        ids = set(emp["employee_id"])
-        inter = self.interactions[self.interactions["employee_id"].isin(ids)]
-        seg = Study(
-            employees=emp.reset_index(drop=True),
-            ex_responses=self.ex_responses[self.ex_responses["employee_id"].isin(ids)].reset_index(drop=True),
-            interactions=inter.reset_index(drop=True),
-            cx_responses=self.cx_responses[self.cx_responses["interaction_id"].isin(set(inter["interaction_id"]))].reset_index(drop=True),
-            customer_outcomes=self.customer_outcomes[
-                self.customer_outcomes["customer_id"].isin(set(inter["customer_id"]))
-            ].reset_index(drop=True),
-            truth=self.truth,
-            source=f"{self.source or 'study'} [sites {', '.join(wanted)}]",
-            ledger=self.ledger,
-        )
-        seg.latent = {
+        contract.check_segment(wanted, self.employees["site_id"].dropna().astype(str).unique())
+        need = {"employees": ["employee_id", "site_id"], "ex_responses": ["employee_id"],
+                "interactions": ["interaction_id", "employee_id", "customer_id"], "cx_responses": ["interaction_id"],
+                "customer_outcomes": ["customer_id"]}
+        frames = {n: getattr(self, n) for n in TABLES}
+        tables = {n: contract.memtable(df[need[n]], pos=True) if df is not None else None for n, df in frames.items()}
+        seg = contract.segment_tables(tables, wanted)
+        con = contract.duckdb_connect()
+        parts = {}
+        for n, df in frames.items():
+            if df is None:
+                parts[n] = None
+                continue
+            pos = np.sort(con.to_pyarrow(seg[n].select("_pos")).column(0).to_numpy())
+            parts[n] = df.iloc[pos].reset_index(drop=True)
+        out = Study(**parts, truth=self.truth, source=f"{self.source or 'study'} [sites {', '.join(wanted)}]",
+                    ledger=self.ledger, openings=self.wave_openings())
+        ids = set(parts["employees"]["employee_id"])
+        out.latent = {
             name: df[df["employee_id"].isin(ids)].reset_index(drop=True)
             for name, df in self.latent.items()
             if "employee_id" in df.columns
         }
-        return seg
+        return out
 
     def wave_openings(self) -> pd.Series:
         """Opening day of each EX wave, indexed by wave, in opening order.
@@ -110,11 +118,14 @@ class Study:
         A wave opens on the calendar day of its first answer (rounded down to the
         day, so interactions on the opening morning before the first answer
         already belong to the new wave). Period w runs from wave w's opening to
-        wave w+1's. This is the one definition every part of cxex-lab uses
-        (linkage computes the same on its backend).
+        wave w+1's. The rule is :func:`cxex_lab.contract.wave_openings`, run here
+        on an in-memory DuckDB connection.
         """
-        opened = self.ex_responses.groupby("wave")["responded_at"].min().dropna()
-        return pd.to_datetime(opened).dt.floor("D").sort_values().rename("opened")
+        if self.openings is not None:
+            return self.openings
+        ex = self.ex_responses[["wave", "responded_at"]]
+        w = contract.openings_frame(contract.duckdb_connect(), contract.memtable(ex))
+        return pd.Series(w["opened"].to_numpy(), index=pd.Index(w["wave"].to_numpy(), name="wave"), name="opened")
 
     def summary(self) -> pd.DataFrame:
         """Row and column counts of each table, as a tidy DataFrame."""
@@ -122,9 +133,10 @@ class Study:
             [
                 {"table": name, "rows": len(df), "columns": df.shape[1]}
                 for name, df in self.tables().items()
+                if df is not None
             ]
         )
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
-        parts = ", ".join(f"{n}={len(df):,} rows" for n, df in self.tables().items())
+        parts = ", ".join(f"{n}={len(df):,} rows" for n, df in self.tables().items() if df is not None)
         return f"Study({parts}{', simulated' if self.truth else ''})"

@@ -81,7 +81,7 @@ def test_cli_simulate_then_validate(tmp_path, capsys):
     assert main(["validate", str(out)]) == 0
     text = capsys.readouterr().out
     assert "the data contract holds" in text
-    assert "response links to no interaction" in text and " 4 " in text
+    assert "response's interaction_id is not in interactions" in text and " 4 " in text
 
 
 def test_cli_validate_reports_violations_with_nonzero_exit(small_study, tmp_path, capsys):
@@ -91,7 +91,7 @@ def test_cli_validate_reports_violations_with_nonzero_exit(small_study, tmp_path
     df.to_parquet(tmp_path / "cx_responses.parquet")
     assert main(["validate", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "column 'nps': must be between 0 and 10 (1 row(s); e.g. row 0 (value 11))" in err
+    assert "column 'nps': must be between 0 and 10 (1 row(s); e.g. row 2 (value 11))" in err  # first record = row 2
 
 
 def test_cli_validate_missing_dir(tmp_path, capsys):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxex_lab.contract import EXCLUSIONS
 from cxex_lab.linkage import LinkageError, link
 from cxex_lab.privacy import ID_COLUMNS, assert_reportable
 from cxex_lab.simulate import simulate_study
@@ -229,9 +230,9 @@ def test_orphans_and_unknown_employees_in_ledger(full_study):
     for level in ("employee", "team"):
         panel = link(cut, level=level, period="wave", ex_lag=0)
         led = ledger_of(panel)
-        unk = led[led["rule"].str.contains("employee_id is not in employees")]
+        unk = led[led["rule"] == EXCLUSIONS["unknown_employee_interaction"].rule]
         assert unk["rows_excluded"].tolist() == [(s.interactions["employee_id"] == gone).sum()]
-        assert led["rule"].str.contains("EX response from an employee not in employees").any()
+        assert (led["rule"] == EXCLUSIONS["unknown_employee_ex"].rule).any()
         assert gone not in set(panel.get("employee_id", []))
 
 

@@ -135,10 +135,21 @@ def prepare_workspace(data: Path, options: PrepareOptions) -> Prepared:
 
 
 def default_hook() -> PrepareHook:
-    """The workspace hook when ``cxex_lab.workspace.prepare`` exists, else :func:`prepare_files`."""
+    """The workspace hook when ``cxex_lab.workspace.prepare`` exists, else :func:`prepare_files`.
+
+    For now the workspace hook is opt-in (``prepare="workspace"`` or
+    ``$CXEX_LAB_PREPARE=workspace``): ``cxex_lab.workspace`` exists, but the
+    notebooks do not read the workspace yet and the runner's fixture studies
+    are not complete studies. The lead flips this default with the notebook
+    rewrite (and passes ``out=<reports>/.workspace`` to ``workspace.prepare``).
+    """
+    import os
+
     try:
         from cxex_lab import workspace  # type: ignore[attr-defined]  # noqa: F401
     except ImportError:
+        return prepare_files
+    if os.environ.get("CXEX_LAB_PREPARE", "files") != "workspace":
         return prepare_files
     return prepare_workspace if hasattr(workspace, "prepare") else prepare_files
 
