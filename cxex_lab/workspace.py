@@ -1159,6 +1159,53 @@ class Workspace:
         out.attrs["ledger"] = led.records
         return out
 
+    def mirror_stats(self, by: str | None = None, period: str | None = None, cluster: str = "employee_id",
+                     ex_wave: int | str = "latest") -> pd.DataFrame:
+        """Per-cluster sufficient statistics of both sides, in the long format of the mirror metrics.
+
+        The engine-side twin of :func:`cxex_lab.metrics.mirror_cluster_stats`
+        (same columns, same rows): CX from :meth:`cx_cluster_stats`, EX from
+        :meth:`ex_cluster_stats`, reshaped to one row per side x metric x
+        group x cluster with ``n, sum, sum_sq, n_promoters, n_detractors,
+        n_top``, ready for :func:`cxex_lab.metrics.metric_from_cluster_stats`
+        and :func:`cxex_lab.metrics.compare`. EX waves are never pooled:
+        without ``period`` only wave ``ex_wave`` (default the latest) is kept.
+        Checked equal to ``mirror_cluster_stats`` on the sample
+        (``tests/test_workspace.py``).
+        """
+        from cxex_lab.metrics import MIRROR
+
+        if period not in (None, "wave"):
+            raise WorkspaceError(f"mirror_stats: period must be None or 'wave', got {period!r}")
+        cx = self.cx_cluster_stats(by=by, period=period, cluster=cluster)
+        ex = self.ex_cluster_stats(by=by, cluster=cluster)
+        if period is None and len(ex):
+            waves = sorted(ex["wave"].unique())
+            keep = waves[-1] if ex_wave == "latest" else int(ex_wave)
+            if keep not in waves:
+                raise WorkspaceError(f"mirror_stats: ex_wave={ex_wave!r} is not a wave of the study; waves are {waves}")
+            ex = ex[ex["wave"] == keep].drop(columns="wave")
+        keys = [k for k in (by, "wave" if period == "wave" else None, cluster) if k]
+        keys = list(dict.fromkeys(keys))
+        parts = []
+        for dim, (cx_metric, cx_col, ex_metric, ex_col) in MIRROR.items():
+            for side, frame, col, metric in (("EX", ex, ex_col, ex_metric), ("CX", cx, cx_col, cx_metric)):
+                d = frame[keys].copy()
+                d.insert(0, "item", col)
+                d.insert(0, "metric", metric)
+                d.insert(0, "dimension", dim)
+                d.insert(0, "side", side)
+                d["n"] = frame[f"{col}_n"].to_numpy()
+                d["sum"] = frame[f"{col}_sum"].to_numpy(dtype="float64")
+                d["sum_sq"] = frame[f"{col}_sumsq"].to_numpy(dtype="float64")
+                for name, src in (("n_promoters", f"{col}_n_promoters"), ("n_detractors", f"{col}_n_detractors"),
+                                  ("n_top", f"{col}_n_top")):
+                    d[name] = frame[src].to_numpy(dtype="float64") if src in frame.columns else np.nan
+                parts.append(d[d["n"] > 0])
+        out = pd.concat(parts, ignore_index=True)
+        out.attrs["ledger"] = list(cx.attrs.get("ledger", [])) + list(ex.attrs.get("ledger", []))
+        return out
+
     # ------------------------------------------------------------------ interaction-level inputs
 
     def pairs(self, ex_lag: int = 0, ex_columns: Sequence[str] = _EX_DEFAULT, surveyed_only: bool = True

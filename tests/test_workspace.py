@@ -338,3 +338,18 @@ def test_load_segment_reads_a_workspace_file(prepared):
     facts = ws.summary().set_index("what")["value"]
     assert facts["interactions"] == str(ws.sizes().set_index("table").loc[
         "interactions", "rows"])
+
+
+@pytest.mark.parametrize("kw", [{}, {"by": "site_id"}, {"by": "site_id", "period": "wave"}, {"cluster": "team_id"}],
+                         ids=["overall", "site", "site-wave", "team-clusters"])
+def test_mirror_stats_equal_the_pandas_mirror_statistics(prepared, study, kw):
+    """The engine's per-cluster statistics are exactly metrics.mirror_cluster_stats (the pandas reference)."""
+    from cxex_lab.metrics import CLUSTER_STATS_COLUMNS, mirror_cluster_stats
+
+    ref = mirror_cluster_stats(study, **kw)
+    got = prepared[1].mirror_stats(**kw)
+    keys = [c for c in ref.columns if c not in CLUSTER_STATS_COLUMNS]
+    ref = ref.sort_values(keys).reset_index(drop=True)
+    got = got[ref.columns].sort_values(keys).reset_index(drop=True)
+    assert len(ref) > 0
+    pd.testing.assert_frame_equal(ref, got, check_dtype=False)
