@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -191,28 +191,412 @@ def _why_not(v: Mapping[str, Any] | None) -> str:
     return f"Read as an association: {detail}."
 
 
-def truth_check(table: pd.DataFrame, truth: Mapping[str, Any] | None) -> pd.DataFrame | None:
-    """Each finding beside its observed-scale truth from ``truth.json["observed"]``.
+def truth_check(table: pd.DataFrame, truth: Mapping[str, Any] | None,
+                latent: Mapping[str, float] | None = None) -> pd.DataFrame | None:
+    """Each finding beside its observed-scale truth (``truth.json["observed"]``) and latent value.
 
-    Returns None when ``truth`` is None (real data). Columns: ``key, finding,
-    estimate, ci_low, ci_high, truth, inside_ci, latent`` (the latent
-    structural value where one corresponds, else NaN).
+    Parameters
+    ----------
+    table : DataFrame
+        A findings table.
+    truth : mapping or None
+        The simulator's truth record; None on real data (then None is returned).
+    latent : mapping, optional
+        ``{key: latent structural value}`` for findings that correspond to a
+        parameter of the simulator (e.g. a within-employee lag).
+
+    Returns
+    -------
+    DataFrame or None
+        ``key, finding, estimate, ci_low, ci_high, truth, inside_ci, latent``:
+        ``truth`` is the observed-scale truth (the value the estimator converges
+        to on the observed pipeline, NaN where none is recorded), ``inside_ci``
+        whether the interval covers it. Rows with neither an observed nor a
+        latent truth are left out.
     """
     if not truth:
         return None
-    observed = truth.get("observed", {})
+    observed = truth.get("observed", {}) or {}
+    latent = dict(latent or {})
     rows = []
     for r in table.itertuples(index=False):
         t = observed.get(r.key)
-        if t is None:
+        lat = latent.get(r.key, math.nan)
+        if t is None and not np.isfinite(lat):
             continue
-        value = float(t["value"]) if isinstance(t, Mapping) else float(t)
-        latent = t.get("latent", math.nan) if isinstance(t, Mapping) else math.nan
-        inside = bool(r.ci_low <= value <= r.ci_high) if np.isfinite(r.ci_low) and np.isfinite(r.ci_high) else None
+        value = (float(t["value"]) if isinstance(t, Mapping) else float(t)) if t is not None else math.nan
+        if not np.isfinite(lat) and isinstance(t, Mapping) and t.get("latent") is not None:
+            lat = float(t["latent"])
+        has_ci = np.isfinite(r.ci_low) and np.isfinite(r.ci_high) and np.isfinite(value)
+        inside = bool(r.ci_low <= value <= r.ci_high) if has_ci else None
         rows.append({"key": r.key, "finding": r.finding, "estimate": r.estimate, "ci_low": r.ci_low,
-                     "ci_high": r.ci_high, "truth": value, "inside_ci": inside,
-                     "latent": float(latent) if latent is not None else math.nan})
+                     "ci_high": r.ci_high, "truth": value, "inside_ci": inside, "latent": float(lat)})
     return pd.DataFrame(rows, columns=["key", "finding", "estimate", "ci_low", "ci_high", "truth", "inside_ci", "latent"])
+
+
+# =========================================================================== shared by the report functions
+def _workspace(obj: Any, segment: Any = "all"):
+    """A :class:`cxex_lab.workspace.Workspace` from a workspace, a Study or a study / workspace path."""
+    from cxex_lab.workspace import Workspace
+
+    if isinstance(obj, Workspace):
+        return obj if segment in (None, "all") else obj.with_segment(segment)
+    return Workspace.open(obj, segment=segment)
+
+
+def _notes(*sources: Any) -> list[str]:
+    """Interpretive notes from fit records, lists of strings or strings, without repeats."""
+    out: list[str] = []
+    for src in sources:
+        if src is None:
+            continue
+        items = getattr(src, "notes", src)
+        if isinstance(items, str):
+            items = [items]
+        for n in items or ():
+            n = " ".join(str(n).split())
+            if n and n not in out:
+                out.append(n)
+    return out
+
+
+def _finish(report: str, ws: Any, rows: list[dict], details: Mapping[str, pd.DataFrame] | None = None,
+            notes: Iterable[str] = (), latent: Mapping[str, float] | None = None) -> Findings:
+    """Assemble a report's Findings (table, details, notes, truth check)."""
+    table = findings_table(rows)
+    return Findings(report=report, table=table, details=dict(details or {}), notes=tuple(_notes(list(notes))),
+                    truth=truth_check(table, getattr(ws, "truth", None), latent))
+
+
+def _derived(ws: Any, *path: str, default: float = math.nan) -> float:
+    """A value of the simulator's ``truth["derived"]`` (NaN on real data or when absent)."""
+    node: Any = (getattr(ws, "truth", None) or {}).get("derived", {})
+    for p in path:
+        if not isinstance(node, Mapping) or p not in node:
+            return default
+        node = node[p]
+    try:
+        return float(node)
+    except (TypeError, ValueError):
+        return default
+
+
+def _row(table: pd.DataFrame, **where: Any) -> pd.Series | None:
+    """The first row of ``table`` matching ``column == value`` for every keyword (None if absent)."""
+    m = pd.Series(True, index=table.index)
+    for col, val in where.items():
+        if col not in table.columns:
+            return None
+        m &= table[col].isna() if val is None else (table[col] == val)
+    hit = table[m]
+    return None if hit.empty else hit.iloc[0]
+
+
+def _est(r: pd.Series | None) -> tuple[float, float, float]:
+    if r is None:
+        return math.nan, math.nan, math.nan
+    return float(r["estimate"]), float(r.get("ci_low", math.nan)), float(r.get("ci_high", math.nan))
+
+
+def _keyed(df: pd.DataFrame, key: Callable[[pd.Series], str]) -> pd.DataFrame:
+    """``df`` with a ``key`` column first (detail rows the harness checks too)."""
+    out = df.copy()
+    out.insert(0, "key", [key(r) for _, r in out.iterrows()] if len(out) else [])
+    return out
+
+
+# =========================================================================== 01 data quality
+def data_quality(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed: int = 0) -> Findings:
+    """Findings of report 01: what was loaded, what was set aside, who answered.
+
+    Parameters
+    ----------
+    ws : Workspace, Study or path
+        The study (see :class:`cxex_lab.workspace.Workspace`).
+    segment : str
+        A site id or ``"all"``.
+    min_group_size : int
+        Confidentiality minimum; team x wave groups below it are counted.
+    seed : int
+        Unused (every report function takes it).
+
+    Returns
+    -------
+    Findings
+        Keys ``data_quality.employees``, ``.interactions``, ``.ex_response_rate``
+        (mean over waves), ``.cx_response_rate``, ``.linked_share`` (share of CX
+        answers that reach a linked employee-wave row), ``.rows_excluded``,
+        ``.suppressed_groups``; per-wave response rates in ``details
+        ["response_rates"]`` (keys ``data_quality.response_rate.<side>.<wave>``).
+        All are counts or shares of the whole study (a census, not a sample): no
+        intervals.
+    """
+    from cxex_lab.privacy import check_min_group_size
+
+    check_min_group_size(min_group_size)
+    ws = _workspace(ws, segment)
+    overview = ws.summary()
+    facts = dict(zip(overview["what"], overview["value"]))
+    rates = ws.response_rates()
+    ex_r = rates[(rates["side"] == "EX") & (rates["wave"] > 0)]
+    cx_r = rates[(rates["side"] == "CX") & (rates["wave"] > 0)]
+    ex_rate = float(ex_r["responded"].sum() / ex_r["eligible"].sum()) if ex_r["eligible"].sum() else math.nan
+    cx_rate = float(cx_r["responded"].sum() / cx_r["eligible"].sum()) if cx_r["eligible"].sum() else math.nan
+    panel = ws.panel("employee", "wave", ex_lag=0)
+    n_cx = int(ws.table("cx_responses").count().execute())
+    linked = int(panel.loc[panel["n_ex"] > 0, "n_cx"].sum())
+    ledger = pd.concat([ws.ledger, _ledger_frame(panel)], ignore_index=True).drop_duplicates()
+    ex = ws.ex_responses.merge(ws.employees[["employee_id", "team_id", "site_id"]], on="employee_id", how="left")
+    groups = ex.groupby(["site_id", "team_id", "wave"], dropna=False).size().rename("respondents").reset_index()
+    small = groups[(groups["respondents"] > 0) & (groups["respondents"] < min_group_size)]
+    by_site = groups.assign(suppressed=groups.index.isin(small.index)).groupby("site_id", as_index=False).agg(
+        team_waves=("team_id", "size"), suppressed=("suppressed", "sum"))
+    n_emp = int(len(ws.employees))
+    n_int = int(str(facts.get("interactions", "0")).replace(",", "") or 0)
+    rows = [
+        finding("data_quality.employees", "Employees in the study", "employees in the employees table (or derived)",
+                n_emp, unit="employees", n=n_emp, method="count", kind="descriptive"),
+        finding("data_quality.interactions", "Interactions in the log", "interactions handled by these employees",
+                n_int, unit="interactions", n=n_int, method="count", kind="descriptive"),
+        finding("data_quality.ex_response_rate", "EX response rate", "EX answers / employees employed when each wave opened, over all waves",
+                ex_rate, unit="share", n=int(ex_r["eligible"].sum()), method="census count", kind="descriptive",
+                sentence="About {value} of the employees answered each EX survey wave.", headline=True),
+        finding("data_quality.cx_response_rate", "CX response rate", "surveyed interactions / interactions in the wave periods",
+                cx_rate, unit="share", n=int(cx_r["eligible"].sum()), method="census count", kind="descriptive",
+                sentence="About {value} of the interactions have a customer survey answer.", headline=True),
+        finding("data_quality.linked_share", "CX answers linked", "share of CX answers that reach an employee-wave with the employee's EX answer",
+                linked / n_cx if n_cx else math.nan, unit="share", n=n_cx, method="linkage (employee x wave, EX of the same wave)",
+                kind="descriptive", sentence="{value} of the CX answers could be linked to the EX answer of the agent who handled the interaction.",
+                headline=True),
+        finding("data_quality.rows_excluded", "Rows set aside on purpose", "rows excluded by validation and linkage, each with its reason in the ledger",
+                int(ledger["rows_excluded"].sum()) if len(ledger) else 0, unit="rows", n=None, method="data-quality ledger",
+                kind="descriptive"),
+        finding("data_quality.suppressed_groups", "Team x wave groups suppressed for privacy",
+                f"team x wave groups with fewer than {min_group_size} EX respondents", int(len(small)),
+                unit="groups", n=int(len(groups)), method=f"confidentiality minimum {min_group_size}", kind="descriptive"),
+    ]
+    rr = _keyed(rates, lambda r: f"data_quality.response_rate.{str(r['side']).lower()}.{int(r['wave'])}")
+    rr = rr.rename(columns={"rate": "estimate"})
+    details = {"overview": overview, "ledger": ledger, "response_rates": rr, "suppression_by_site": by_site}
+    return _finish("data_quality", ws, rows, details)
+
+
+def _ledger_frame(obj: Any) -> pd.DataFrame:
+    from cxex_lab.ledger import ledger_of
+
+    return ledger_of(obj)
+
+
+# =========================================================================== 02 mirror
+_MIRROR_LABEL = {"NPS": "NPS", "CSAT": "CSAT top-2-box", "CES": "CES", "eNPS": "eNPS", "eSat": "eSat top-2-box", "EES": "EES"}
+_MIRROR_UNIT = {"net score": "points (-100..100)", "top-box %": "% answering 4-5", "mean": "mean answer (1-7, higher = easier)"}
+
+
+def _metric_rows(stats: pd.DataFrame, by: list[str], cluster: str | None, alpha: float) -> pd.DataFrame:
+    """Every metric of a mirror_stats table, by group: estimate, interval, n, clusters."""
+    from cxex_lab.metrics import METRIC_STATISTIC, metric_from_cluster_stats
+
+    parts = []
+    for (side, metric), g in stats.groupby(["side", "metric"], sort=False):
+        res = metric_from_cluster_stats(g, METRIC_STATISTIC[metric], by=by or None, cluster=cluster, alpha=alpha)
+        res.insert(0, "metric", metric)
+        res.insert(0, "side", side)
+        parts.append(res)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def mirror(ws: Any, *, segment: Any = "all", cluster: str = "employee_id", ex_cluster: str = "team_id",
+           min_group_size: int = 5, alpha: float = 0.05, seed: int = 0) -> Findings:
+    """Findings of report 02: EX beside CX on Ease, Recommendation and Satisfaction.
+
+    Parameters
+    ----------
+    ws : Workspace, Study or path
+    segment : str
+        A site id or ``"all"``.
+    cluster : {"employee_id", "team_id"}
+        The level CX intervals cluster over (default the agent who handled the
+        rated interaction).
+    ex_cluster : {"employee_id", "team_id"}
+        The level EX intervals cluster over (default the team: within one wave
+        every employee answers once, and employees of a team share their
+        climate).
+    min_group_size : int
+        Sites (or waves) resting on fewer respondents or employees are suppressed.
+    alpha : float
+        1 - confidence level.
+    seed : int
+        Unused.
+
+    Returns
+    -------
+    Findings
+        Keys ``mirror.cx.<nps|csat|ces>`` (all interactions) and
+        ``mirror.ex.<enps|esat|ees>`` (the latest EX wave: waves of the same
+        people are never pooled); ``details``: ``by_site`` (keys
+        ``mirror.site.<site>.<side>.<item>``), ``by_wave`` (keys
+        ``mirror.wave.<w>.<side>.<item>``), ``site_vs_rest`` and
+        ``wave_change`` (design-based differences, Holm-adjusted).
+
+    Notes
+    -----
+    Intervals are the linearisation (ratio-estimator) intervals of
+    :func:`cxex_lab.metrics.metric_from_cluster_stats`: answers cluster within
+    agents (and agents within teams), so the interval resamples clusters, not
+    answers. Sites are the company's own (fixed); site and wave differences use
+    :func:`cxex_lab.metrics.compare` (waves share their agents, so the change
+    between waves nets each agent's contributions).
+    """
+    from cxex_lab.metrics import compare
+    from cxex_lab.privacy import check_min_group_size
+
+    check_min_group_size(min_group_size)
+    ws = _workspace(ws, segment)
+    ex_item = {"eNPS": "enps", "eSat": "esat", "EES": "ees", "NPS": "nps", "CSAT": "csat", "CES": "ces"}
+
+    def side_stats(by: str | None, period: str | None) -> pd.DataFrame:
+        cxs = ws.mirror_stats(by=by, period=period, cluster=cluster)
+        exs = ws.mirror_stats(by=by, period=period, cluster=ex_cluster)
+        return pd.concat([cxs[cxs["side"] == "CX"], exs[exs["side"] == "EX"]], ignore_index=True)
+
+    overall_stats = side_stats(None, None)
+    latest = int(ws.ex_responses["wave"].max())
+    overall = _metric_rows(overall_stats[overall_stats["side"] == "CX"], [], cluster, alpha)
+    overall = pd.concat([overall, _metric_rows(overall_stats[overall_stats["side"] == "EX"], [], ex_cluster, alpha)],
+                        ignore_index=True)
+    rows = []
+    order = ["CSAT", "NPS", "CES", "eSat", "eNPS", "EES"]
+    for metric in order:
+        r = _row(overall, metric=metric)
+        if r is None:
+            continue
+        side = "cx" if metric in ("NPS", "CSAT", "CES") else "ex"
+        unit = _MIRROR_UNIT[r["statistic"]]
+        basis = "all interactions" if side == "cx" else f"EX wave {latest}"
+        lvl = cluster if side == "cx" else ex_cluster
+        what = {"cx": "customers' answers about the interactions the agents handled", "ex": "employees' answers"}[side]
+        rows.append(finding(
+            f"mirror.{side}.{ex_item[metric]}", f"{_MIRROR_LABEL[metric]} ({basis})",
+            f"{_MIRROR_LABEL[metric]} of the {what} ({basis})", r["estimate"], r["ci_low"], r["ci_high"],
+            unit=unit, n=int(r["n"]), n_clusters=int(r["n_clusters"]),
+            method=f"linearisation interval, answers clustered by {lvl.replace('_id', '')} (t, {int(r['n_clusters'])} clusters)",
+            kind="descriptive", headline=metric in ("CSAT", "eSat"),
+            sentence=("Customers: {value} " + unit + f" ({_MIRROR_LABEL[metric]}, {basis}).") if side == "cx"
+            else ("Employees: {value} " + unit + f" ({_MIRROR_LABEL[metric]}, {basis})."),
+        ))
+
+    def grouped(by: str | None, period: str | None, key_of) -> pd.DataFrame:
+        st = side_stats(by, period)
+        keys = [k for k in (by, "wave" if period else None) if k]
+        cx = _metric_rows(st[st["side"] == "CX"], keys, cluster, alpha)
+        ex = _metric_rows(st[st["side"] == "EX"], keys, ex_cluster, alpha)
+        tab = pd.concat([cx, ex], ignore_index=True)
+        # privacy: respondents and employees behind each group (CX: customers / agents rated; EX: employees)
+        counts = ws.cx_cluster_stats(by=by, period=period, cluster=None)
+        cnt_cx = counts[keys + ["n_customers", "n_employees"]].rename(columns={"n_customers": "n_respondents"})
+        exr = ws.ex_responses.merge(ws.employees[["employee_id", "site_id", "team_id"]], on="employee_id", how="left")
+        if not period:
+            exr = exr[exr["wave"] == latest]
+        cnt_ex = exr.groupby(keys, dropna=False)["employee_id"].nunique().rename("n_respondents").reset_index() \
+            if keys else pd.DataFrame({"n_respondents": [exr["employee_id"].nunique()]})
+        cnt_ex["n_employees"] = cnt_ex["n_respondents"]
+        parts = []
+        for side, cnt in (("CX", cnt_cx), ("EX", cnt_ex)):
+            t = tab[tab["side"] == side]
+            t = t.merge(cnt, on=keys, how="left") if keys else t.assign(**cnt.iloc[0].to_dict())
+            parts.append(t)
+        tab = pd.concat(parts, ignore_index=True)
+        small = (tab["n_respondents"].fillna(0) < min_group_size) | (tab["n_employees"].fillna(0) < min_group_size)
+        for c in ("estimate", "se", "ci_low", "ci_high"):
+            tab[c] = tab[c].astype("float64").where(~small)
+        tab["suppressed"] = small
+        tab["item"] = tab["metric"].map(ex_item)
+        tab["dimension"] = tab["metric"].map({"NPS": "Recommendation", "eNPS": "Recommendation", "CSAT": "Satisfaction",
+                                              "eSat": "Satisfaction", "CES": "Ease", "EES": "Ease"})
+        tab["unit"] = tab["statistic"].map(_MIRROR_UNIT)
+        tab = _keyed(tab, key_of)
+        cols = ["key", *keys, "side", "dimension", "metric", "statistic", "estimate", "ci_low", "ci_high", "unit", "n",
+                "n_clusters", "suppressed"]
+        return tab[cols].sort_values([*keys, "dimension", "side"], kind="stable").reset_index(drop=True)
+
+    by_site = grouped("site_id", None, lambda r: f"mirror.site.{r['site_id']}.{r['side'].lower()}.{r['item']}")
+    by_wave = grouped(None, "wave", lambda r: f"mirror.wave.{int(r['wave'])}.{r['side'].lower()}.{r['item']}")
+    overall = overall.assign(unit=overall["statistic"].map(_MIRROR_UNIT))[
+        ["side", "metric", "estimate", "ci_low", "ci_high", "unit", "n", "n_clusters"]]
+    details: dict[str, pd.DataFrame] = {"overall": overall, "by_site": by_site, "by_wave": by_wave}
+    notes: list[str] = []
+
+    # design-based comparisons (the site and wave views are where false alarms came from)
+    site_stats = side_stats("site_id", None)
+    n_sites = site_stats["site_id"].nunique()
+    if n_sites >= 2:
+        parts = []
+        for side, lvl in (("CX", cluster), ("EX", ex_cluster)):
+            st = site_stats[site_stats["side"] == side]
+            if len(st):
+                parts.append(compare(st, between="site_id", cluster=lvl, reference="rest", alpha=alpha))
+        svr = pd.concat(parts, ignore_index=True)
+        small_sites = set(by_site.loc[by_site["suppressed"], "site_id"])
+        svr = svr[~svr.apply(lambda r: any(str(s) in small_sites for s in (r.get("level"),)), axis=1)] if "level" in svr.columns else svr
+        svr = svr.assign(p=svr["p_adj"])[["side", "metric", "contrast", "estimate", "ci_low", "ci_high", "p",
+                                            "n_clusters"]].reset_index(drop=True)
+        sig = svr[svr["p"] < alpha].sort_values(["side", "metric", "estimate"], kind="stable").reset_index(drop=True)
+        details["site_vs_rest_all"] = svr
+        details["site_differences"] = sig
+        notes.append(f"{len(sig)} of {len(svr)} site-versus-rest differences stay significant after the Holm correction "
+                     f"for {len(svr)} comparisons; the others are within what chance produces." if len(svr) else "")
+    else:
+        notes.append("Only one site: no site comparison.")
+    wave_stats = side_stats(None, "wave")
+    waves = sorted(wave_stats["wave"].dropna().unique())
+    if len(waves) >= 2:
+        parts = []
+        for side, lvl in (("CX", cluster), ("EX", ex_cluster)):
+            st = wave_stats[wave_stats["side"] == side]
+            if len(st):
+                parts.append(compare(st, between="wave", cluster=lvl, reference="previous", alpha=alpha))
+        wc = pd.concat(parts, ignore_index=True)
+        wc = wc.assign(p=wc["p_adj"])
+        details["wave_change_all"] = wc[["side", "metric", "contrast", "level", "estimate", "ci_low", "ci_high", "p",
+                                         "n_clusters"]].reset_index(drop=True)
+        latest_change = wc[wc["level"].astype(str) == str(int(waves[-1]))]
+        details["wave_change"] = latest_change[["side", "metric", "contrast", "estimate", "ci_low", "ci_high", "p",
+                                                "n_clusters"]].reset_index(drop=True)
+        last = wc[wc.get("level", pd.Series(dtype=object)).astype(str) == str(int(waves[-1]))] if "level" in wc.columns else wc.iloc[0:0]
+        r = _row(last, side="CX", metric="CSAT") if len(last) else None
+        if r is not None:
+            rows.append(finding(
+                "mirror.change.cx.csat", f"CSAT top-2-box change, wave {int(waves[-2])} to {int(waves[-1])}",
+                "change in the share of customers answering 4-5 between the last two wave periods",
+                r["estimate"], r["ci_low"], r["ci_high"], unit="percentage points", n=int(r.get("n", 0) or 0) or None,
+                n_clusters=int(r["n_clusters"]) if "n_clusters" in r and pd.notna(r["n_clusters"]) else None,
+                method=f"design-based difference, agents shared by both waves (clustered by {cluster.replace('_id', '')})",
+                kind="descriptive"))
+    return _finish("mirror", ws, rows, details, notes)
+
+
+# =========================================================================== 03 linkage
+# (findings.linkage: written on track `reports-a`)
+
+
+# =========================================================================== 04 drivers
+# (findings.drivers: written on track `reports-a`)
+
+
+# =========================================================================== 05 service-profit chain
+# (findings.service_profit_chain: written by the lead)
+
+
+# =========================================================================== 06 direction
+# (findings.direction: written by the lead)
+
+
+# =========================================================================== 07 vicious circle
+# (findings.vicious_circle: written on track `reports-b`)
+
+
+# =========================================================================== 08 study design
+# (findings.study_design: written on track `reports-c`)
 
 
 # =========================================================================== firm level (issue 15)
@@ -702,3 +1086,23 @@ def _firm_details(data, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled, betwee
         for r in ef.itertuples(index=False)]
     det["effect_size"] = ef
     return det
+
+
+# =========================================================================== the registry
+#: Report functions the harness (``benchmarks/coverage.py``) runs on replicate studies, with the
+#: keyword arguments it uses there (``harness``: with intervals; ``truth``: on the very large
+#: truth study, where intervals are not needed). Reports whose function is not defined yet
+#: are left out.
+_REPORT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
+    "data_quality": {"harness": {}, "truth": {}},
+    "mirror": {"harness": {}, "truth": {}},
+    "linkage": {"harness": {}, "truth": {}},
+    "drivers": {"harness": {"n_boot": 200}, "truth": {"n_boot": 0}},
+    "service_profit_chain": {"harness": {"n_boot": 300}, "truth": {"n_boot": 0}},
+    "direction": {"harness": {}, "truth": {}},
+    "vicious_circle": {"harness": {}, "truth": {}},
+    "study_design": {"harness": {"power": False}, "truth": {"power": False}},
+}
+REPORTS: dict[str, tuple[Callable[..., Findings], dict[str, dict[str, Any]]]] = {
+    name: (globals()[name], spec) for name, spec in _REPORT_SPECS.items() if callable(globals().get(name))
+}

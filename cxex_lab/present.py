@@ -581,7 +581,8 @@ def format_table(
         t = t.reset_index()
     t = t.reset_index(drop=True)
     small = t[suppressed].fillna(False).astype(bool) if suppressed in t.columns else pd.Series(False, index=t.index)
-    t = t.drop(columns=[c for c in [suppressed, *drop] if c in t.columns])
+    # internal ids of findings ("key") and the suppression flag never reach a reader
+    t = t.drop(columns=[c for c in [suppressed, "key", *drop] if c in t.columns])
     for col, mapping in values.items():
         if col in t.columns:
             t[col] = t[col].map(lambda v, m=mapping: m.get(v, v))
