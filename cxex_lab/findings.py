@@ -590,6 +590,28 @@ def mirror(ws: Any, *, segment: Any = "all", cluster: str = "employee_id", ex_cl
 # =========================================================================== 06 direction
 # (findings.direction: written by the lead)
 
+#: The within-employee headline every report quotes (06 direction, 08 sensitivity): two-way
+#: fixed effects (employee, wave) of CX in wave period w on EX answered at wave w-1, standard
+#: errors clustered by team (:func:`cxex_lab.models.within_effects`).
+HEADLINE = {"unit": "employee_id", "period": "wave", "lags": 1, "cluster": "team_id"}
+
+
+def employee_wave_panel(ws: Any, ex: str = "esat", cx: str = "csat", extra: Iterable[str] = ()) -> pd.DataFrame:
+    """The employee x wave panel the within-employee models use.
+
+    One row per employee and wave period ``wave``: the EX answer of wave w
+    (``ex`` and ``extra`` EX columns) beside the mean ``cx`` of the interactions
+    the employee handled in wave period w (from wave w's opening to the next),
+    with ``team_id``, ``site_id`` and the answer counts ``n_ex``, ``n_cx``.
+    """
+    panel = ws.panel("employee", "wave", ex_lag=0, loyalty=False)
+    cols = ["employee_id", "team_id", "site_id", "period", "n_ex", "n_cx", ex, cx, *extra]
+    missing = [c for c in cols if c not in panel.columns]
+    if missing:
+        raise ValueError(f"the linked employee x wave panel has no column(s) {missing}; "
+                         f"it has {list(panel.columns)}")
+    return panel[list(dict.fromkeys(cols))].rename(columns={"period": "wave"}).reset_index(drop=True)
+
 
 # =========================================================================== 07 vicious circle
 # (findings.vicious_circle: written on track `reports-b`)
