@@ -1315,11 +1315,12 @@ class Workspace:
                                  keys=("team_id", "site_id"))
         top = top.select(_ac=top._ac, _ap=top._ap, employee_id_prev=top.employee_id, team_id_prev=top.team_id,
                          site_id_prev=top.site_id)
-        o = co.select("customer_id", period=co.period.cast("int64"), retained=co.retained,
+        # retention as 0/1 numbers (missing where the outcome row is absent): what the models take
+        o = co.select("customer_id", period=co.period.cast("int64"), retained=co.retained.cast("float64"),
                       revenue=co.revenue.cast("float64"))
         o = o.mutate(prev_period=contract.previous_wave(o.period, waves))
         o = o.filter(o.prev_period.notnull())
-        po = co.select(_pc=co.customer_id, _pp=co.period.cast("int64"), retained_prev=co.retained,
+        po = co.select(_pc=co.customer_id, _pp=co.period.cast("int64"), retained_prev=co.retained.cast("float64"),
                        revenue_prev=co.revenue.cast("float64"))
         r = o.left_join(exp, (o.customer_id == exp._xc) & (o.prev_period == exp._xp))
         r = r.left_join(po, (r.customer_id == po._pc) & (r.prev_period == po._pp))
