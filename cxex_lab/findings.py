@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -260,12 +261,24 @@ def _notes(*sources: Any) -> list[str]:
     return out
 
 
+#: Estimator notes that only keep the books (rows without a value left out, and the like): the
+#: counts behind each finding are in its ``n``, so reports do not repeat them as "Note" boxes.
+_BOOKKEEPING = re.compile(r"were left out|left out of the within fit|have no prior period|rows? with a missing value",
+                          re.IGNORECASE)
+
+
 def _finish(report: str, ws: Any, rows: list[dict], details: Mapping[str, pd.DataFrame] | None = None,
             notes: Iterable[str] = (), latent: Mapping[str, float] | None = None) -> Findings:
-    """Assemble a report's Findings (table, details, notes, truth check)."""
+    """Assemble a report's Findings (table, details, notes, truth check).
+
+    Notes that only keep the books (see ``_BOOKKEEPING``) are dropped; notes that
+    matter for interpretation (non-convergence, few clusters, an estimate at the
+    edge of what the data support, what could not be estimated) are kept.
+    """
     table = findings_table(rows)
-    return Findings(report=report, table=table, details=dict(details or {}), notes=tuple(_notes(list(notes))),
-                    truth=truth_check(table, getattr(ws, "truth", None), latent))
+    kept = [n for n in _notes(list(notes)) if not _BOOKKEEPING.search(n)]
+    return Findings(report=report, table=table, details={k: v for k, v in dict(details or {}).items() if v is not None},
+                    notes=tuple(kept), truth=truth_check(table, getattr(ws, "truth", None), latent))
 
 
 def _derived(ws: Any, *path: str, default: float = math.nan) -> float:
@@ -350,15 +363,16 @@ def data_quality(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
     cx_r = rates[(rates["side"] == "CX") & (rates["wave"] > 0)]
     ex_rate = float(ex_r["responded"].sum() / ex_r["eligible"].sum()) if ex_r["eligible"].sum() else math.nan
     cx_rate = float(cx_r["responded"].sum() / cx_r["eligible"].sum()) if cx_r["eligible"].sum() else math.nan
-    panel = ws.panel("employee", "wave", ex_lag=0)
+    panel = ws.panel("employee", "wave", ex_lag=0, loyalty=False)
     n_cx = int(ws.table("cx_responses").count().execute())
     linked = int(panel.loc[panel["n_ex"] > 0, "n_cx"].sum())
-    ledger = pd.concat([ws.ledger, _ledger_frame(panel)], ignore_index=True).drop_duplicates()
+    ledger = _ledger_frame(panel).drop_duplicates().reset_index(drop=True)  # validation's entries, then linkage's
+    overview = overview.assign(value=[int(v) if str(v).isdigit() else v for v in overview["value"]])
     ex = ws.ex_responses.merge(ws.employees[["employee_id", "team_id", "site_id"]], on="employee_id", how="left")
     groups = ex.groupby(["site_id", "team_id", "wave"], dropna=False).size().rename("respondents").reset_index()
     small = groups[(groups["respondents"] > 0) & (groups["respondents"] < min_group_size)]
     by_site = groups.assign(suppressed=groups.index.isin(small.index)).groupby("site_id", as_index=False).agg(
-        team_waves=("team_id", "size"), suppressed=("suppressed", "sum"))
+        team_waves=("team_id", "size"), below_minimum=("suppressed", "sum"))
     n_emp = int(len(ws.employees))
     n_int = int(str(facts.get("interactions", "0")).replace(",", "") or 0)
     rows = [
@@ -384,8 +398,9 @@ def data_quality(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
                 unit="groups", n=int(len(groups)), method=f"confidentiality minimum {min_group_size}", kind="descriptive"),
     ]
     rr = _keyed(rates, lambda r: f"data_quality.response_rate.{str(r['side']).lower()}.{int(r['wave'])}")
-    rr = rr.rename(columns={"rate": "estimate"})
-    details = {"overview": overview, "ledger": ledger, "response_rates": rr, "suppression_by_site": by_site}
+    rr["estimate"] = rr["rate"]
+    details = {"overview": overview, "ledger": ledger[["table", "rule", "rows_excluded"]],
+               "response_rates": rr, "suppression_by_site": by_site}
     return _finish("data_quality", ws, rows, details)
 
 
@@ -591,6 +606,11 @@ def mirror(ws: Any, *, segment: Any = "all", cluster: str = "employee_id", ex_cl
 # (findings.drivers: written on track `reports-a`)
 
 
+#: Survey items as a reader knows them.
+_ITEM_WORDS = {"esat": "eSat", "enps": "eNPS", "ees": "EES", "csat": "CSAT", "nps": "NPS", "ces": "CES",
+               "empowerment": "empowerment", "cx_insight_access": "customer-insight access"}
+
+
 # =========================================================================== 05 service-profit chain
 _MEDIATORS = {"fcr_rate": "first-contact resolution (share)", "handle_minutes": "handle time (minutes)",
               "transfer_rate": "transfers (share)"}
@@ -695,18 +715,20 @@ def service_profit_chain(ws: Any, *, segment: Any = "all", ex: str = "esat", cx:
                             unit=unit, n=fit.n_obs, n_clusters=fit.n_clusters, method=method, kind="effect",
                             sentence=f"Operations (first-contact resolution, handle time, transfers) carry about "
                                      f"{{abs_value}} of it."))
+        fig_rows = [r for r in rows if r["key"].startswith(("chain.total", "chain.direct", "chain.indirect"))]
+        details["decomposition"] = pd.DataFrame(fig_rows)[["key", "finding", "estimate", "ci_low", "ci_high", "unit"]]
         details["mediation"] = _keyed(
             t[t["path"].isin(["a", "b", "direct", "indirect", "indirect_total", "total"])][
                 ["term", "path", "estimate", "ci_low", "ci_high", "p", "n"]].reset_index(drop=True),
             lambda r: f"chain.path.{r['term'].replace(' -> ', '_to_').replace(' ', '_')}")
         crow = [{"design": "within employee (fixed effects)", "estimate": est, "ci_low": lo, "ci_high": hi,
-                 "what it compares": "each employee with themself in other quarters"}]
-        for eff, label, what in (("pooled", "pooled (all employee-quarters)", "all employee-quarters, stable differences included"),
+                 "compares": "each employee with themself"}]
+        for eff, label, what in (("pooled", "pooled (all employee-quarters)", "everyone with everyone"),
                                  ("between", "between employees (employee means)", "employees with each other")):
             ct, cf = contrasts[eff]
             r = _row(ct, path="total")
             e2, l2, h2 = _est(r)
-            crow.append({"design": label, "estimate": e2, "ci_low": l2, "ci_high": h2, "what it compares": what})
+            crow.append({"design": label, "estimate": e2, "ci_low": l2, "ci_high": h2, "compares": what})
             rows.append(finding(f"chain.{eff}.total", f"{x_lab} -> {y_lab}, {label}",
                                 f"the same regression {'across' if eff == 'pooled' else 'between'} employees: "
                                 f"stable differences between employees and sites included", e2, l2, h2, unit=unit,
@@ -743,9 +765,11 @@ def service_profit_chain(ws: Any, *, segment: Any = "all", ex: str = "esat", cx:
                                "by the agent who served most of the preceding period's contacts", kind="effect",
                         caveat="Customers are not assigned to experiences at random: a customer who had an unusually "
                                "good quarter may differ in ways the prior-period controls do not capture."))
-            details["loyalty"] = pd.concat(
-                [res.table.assign(outcome=o) for res, o in zip(loy, ("retention", "revenue"))], ignore_index=True)[
-                ["outcome", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
+            lt_all = pd.concat([res.table.assign(outcome=o) for res, o in zip(loy, ("retention (share)", "revenue"))],
+                               ignore_index=True)
+            details["loyalty"] = lt_all[lt_all["term"] == cx_prev][["outcome", "estimate", "ci_low", "ci_high", "p",
+                                                                    "n"]].reset_index(drop=True)
+            details["loyalty_models"] = lt_all[["outcome", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
     if med is not None and len(loy) == 2 and n_boot > 0:
         with quietly():
             mc_t, mc_f = money_chain(med, loy)
@@ -973,11 +997,13 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
             headline=key == "direction.riclpm.cx_to_ex.0to3m",
             sentence=(f"The reverse path ({y_lab} of the quarter before a survey -> {x_lab} at the survey) is "
                       f"about {{value}} {runit}." if key == "direction.riclpm.cx_to_ex.0to3m" else None)))
-        aligned.append({"span": span, "direction": f"{src} -> {dst}", "estimate": e, "ci_low": l, "ci_high": h,
+        aligned.append({"span": span, "direction": f"{src} -> {dst}", "label": f"{src} -> {dst}, {span}",
+                        "estimate": e, "ci_low": l, "ci_high": h,
                         "std_estimate": float(r["std_estimate"]) if r is not None else math.nan,
                         "unit": u, "pairing": f"CX of the quarter {pairing} the survey", "key": key})
-    details["aligned"] = pd.DataFrame(aligned)[["key", "span", "direction", "estimate", "ci_low", "ci_high",
-                                                "std_estimate", "unit", "pairing"]]
+    details["aligned"] = pd.DataFrame(aligned)[["key", "label", "span", "direction", "estimate", "ci_low", "ci_high",
+                                                "std_estimate", "unit"]].sort_values(
+        ["span", "direction"], kind="stable").reset_index(drop=True)
     for key, term, label, lat in (("direction.riclpm.ex_ar", f"{ex}->{ex}", f"{x_lab} persistence", "ex->ex"),
                                   ("direction.riclpm.cx_ar", f"{cx}->{cx}", f"{y_lab} persistence", "cx->cx")):
         rows.append(finding(key, f"{label} (within employee)", f"how much of a within-employee deviation carries "
@@ -1006,9 +1032,36 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
                         "the same lag without random intercepts: stable differences between employees leak into it",
                         *_est(_row(_lag_rows(ct), term=f"{ex}->{cx}")), unit=unit, n=cf.n_units, n_clusters=cf.n_clusters,
                         method=f"CLPM by FIML, robust SE clustered by {lvl}", kind="association"))
-    details["riclpm"] = _keyed(la[la["component"].isin(["lag", "within-wave", "between"])][
-        ["term", "component", "estimate", "ci_low", "ci_high", "std_estimate", "p"]].reset_index(drop=True),
-        lambda r: f"direction.riclpm_table.{r['term']}")
+    names = {ex: x_lab, cx: y_lab, "ex": x_lab, "cx": y_lab}
+
+    def readable(term: str) -> str:
+        """RI-CLPM term names as a reader says them (internal column names never reach a report)."""
+        m = re.fullmatch(r"(\w+)->(\w+)", term)
+        if m:
+            a, b = names.get(m.group(1), m.group(1)), names.get(m.group(2), m.group(2))
+            return f"{a} persistence" if a == b else f"{a} -> {b}"
+        m = re.fullmatch(r"(resid_cov|resid_corr|wave1_cov|wave1_corr)\((\w+),(\w+)\)", term)
+        if m:
+            what = {"resid_cov": "same-quarter covariance", "resid_corr": "same-quarter correlation",
+                    "wave1_cov": "wave-1 covariance", "wave1_corr": "wave-1 correlation"}[m.group(1)]
+            return f"{what} of {names.get(m.group(2), m.group(2))} and {names.get(m.group(3), m.group(3))}"
+        m = re.fullmatch(r"corr\(RI_(\w+),RI_(\w+)\)", term)
+        if m:
+            return f"correlation of stable levels ({names.get(m.group(1), m.group(1))}, {names.get(m.group(2), m.group(2))})"
+        m = re.fullmatch(r"loading\((\w+)\)", term)
+        if m:
+            item = m.group(1)
+            half = {"h1": ", odd-numbered answers", "h2": ", even-numbered answers"}
+            base, _, h = item.rpartition("_")
+            if h in half:
+                return f"loading of {names.get(base, base.upper())}{half[h]}"
+            return f"loading of {_ITEM_WORDS.get(item, item)}"
+        return term
+
+    rt = la[la["component"].isin(["lag", "within-wave", "between"])][
+        ["term", "component", "estimate", "ci_low", "ci_high", "std_estimate"]].reset_index(drop=True)
+    details["riclpm"] = _keyed(rt, lambda r: f"direction.riclpm_table.{r['term']}").assign(
+        term=rt["term"].map(readable))
     recon = [
         {"model": "Two-way fixed effects", "estimates": "how an employee's CX a quarter later moves with their EX "
          "relative to their own usual level; all paths included; no random intercepts needed",
@@ -1021,7 +1074,7 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
          "EX -> CX": _est(_row(_lag_rows(ct), term=f"{ex}->{cx}"))[0],
          "CX -> EX": _est(_row(_lag_rows(ct), term=f"{cx}->{ex}"))[0]},
     ]
-    details["reconciliation"] = pd.DataFrame(recon)
+    details["reconciliation"] = pd.DataFrame(recon)[["model", "EX -> CX", "CX -> EX", "estimates"]]
 
     # ---- multiple indicators: EX items, CX split halves
     if multiple_indicators:
@@ -1049,7 +1102,8 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
                                     n_clusters=mf.n_clusters, method=mi_method,
                                     kind="effect" if "ar" not in key else "descriptive"))
                 latent[key] = latent_lags[lat]
-            details["mi"] = ml[["term", "component", "estimate", "ci_low", "ci_high", "std_estimate", "p"]].reset_index(drop=True)
+            mt2 = ml[["term", "component", "estimate", "ci_low", "ci_high", "std_estimate"]].reset_index(drop=True)
+            details["mi"] = mt2.assign(term=mt2["term"].map(readable))
             if invariance:
                 with quietly():
                     try:
@@ -1104,9 +1158,17 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
                 kind="effect"))
             latent["direction.insight.moderates_cx_to_ex"] = (getattr(ws, "truth", None) or {}).get(
                 "params", {}).get("insight_cx_to_ex", math.nan)
-            details["insight"] = pd.concat([same.assign(model="insight access -> EX, same survey"),
-                                            mod.assign(model="CX -> EX moderated by insight access")],
-                                           ignore_index=True)[["model", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
+            ins = pd.concat([same.assign(model="insight access and EX"),
+                             mod.assign(model="CX -> EX, moderated by insight access")],
+                            ignore_index=True)[["model", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
+            words = {"insight_now": "insight access, same survey", f"insight->{ex}": "insight access, previous survey",
+                     f"{cx}->{ex}": f"{y_lab} of the quarter before the survey",
+                     "insight_prev": "insight access, previous survey",
+                     "cx_prev_x_insight_prev": f"{y_lab} before x insight access (the moderation)"}
+            ins = ins.assign(term=ins["term"].map(lambda t: words.get(t, t)))
+            details["insight"] = ins[ins["model"] == "insight access and EX"].drop(columns="model").reset_index(drop=True)
+            details["insight_moderation"] = ins[ins["model"] != "insight access and EX"].drop(
+                columns="model").reset_index(drop=True)
     else:
         notes.append("Customer-insight access was not asked: design idea 7 (sharing customer insight lifts EX) "
                      "cannot be tested.")
