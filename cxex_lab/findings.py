@@ -477,10 +477,29 @@ def mirror(ws: Any, *, segment: Any = "all", cluster: str = "employee_id", ex_cl
     ws = _workspace(ws, segment)
     ex_item = {"eNPS": "enps", "eSat": "esat", "EES": "ees", "NPS": "nps", "CSAT": "csat", "CES": "ces"}
 
+    memo: dict[tuple, pd.DataFrame] = {}
+    site_col = "site_id"
+
     def side_stats(by: str | None, period: str | None) -> pd.DataFrame:
-        cxs = ws.mirror_stats(by=by, period=period, cluster=cluster)
-        exs = ws.mirror_stats(by=by, period=period, cluster=ex_cluster)
-        return pd.concat([cxs[cxs["side"] == "CX"], exs[exs["side"] == "EX"]], ignore_index=True)
+        """CX statistics clustered by ``cluster``, EX by ``ex_cluster``, each query run once.
+
+        The whole-study statistics are the site-level ones added up over sites
+        (an agent and a team belong to one site, so their cluster rows just
+        add), which saves the engine a pass over the answers.
+        """
+        if (by, period) in memo:
+            return memo[(by, period)]
+        if by is None and period is None:
+            st = side_stats(site_col, None)
+            groups = [c for c in st.columns if c not in (site_col, "n", "sum", "sum_sq", "n_promoters",
+                                                         "n_detractors", "n_top")]
+            out = st.groupby(groups, sort=False, dropna=False)[["n", "sum", "sum_sq", "n_promoters", "n_detractors",
+                                                                 "n_top"]].sum(min_count=1).reset_index()
+        else:
+            out = pd.concat([ws.mirror_stats(by=by, period=period, cluster=cluster, side="CX"),
+                             ws.mirror_stats(by=by, period=period, cluster=ex_cluster, side="EX")], ignore_index=True)
+        memo[(by, period)] = out
+        return out
 
     overall_stats = side_stats(None, None)
     latest = int(ws.ex_responses["wave"].max())
