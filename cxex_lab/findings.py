@@ -1638,6 +1638,9 @@ def _firm_details(data, fe_all, fe_c, fe_eiv, fe_eiv_c, lag_rows, pooled, betwee
             add(9, "Within firms, corrected for rating noise", src, "rating->index", lv, kind="effect",
                 reading="errors-in-variables correction: the slope per star of the true rating")
     det["designs"] = pd.DataFrame(rows)
+    if len(det["designs"]):
+        d = det["designs"]
+        d.insert(2, "label", d["analysis"] + " [" + d["group"].astype(str) + "]")
 
     # --- direction
     drows = []

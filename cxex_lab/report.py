@@ -7,6 +7,7 @@ Notebooks call these; they hold no statistics of their own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,7 @@ from cxex_lab.study import Study
 __all__ = [
     "resolve_path",
     "open_workspace",
+    "open_firm_panel",
     "load_segment",
     "has_truth",
     "truth_check",
@@ -196,3 +198,31 @@ def study_overview(study) -> pd.DataFrame:
         "last interaction": s.interactions["started_at"].max().date().isoformat() if len(s.interactions) else "-",
     }
     return pd.DataFrame({"what": list(facts), "value": [str(v) for v in facts.values()]})
+
+
+def open_firm_panel(data_dir: str | Path | None = None, firm_data: str | Path | None = "", *, seed: int = 0,
+                    n_firms: int = 300, n_years: int = 11, truth_firms: int = 60_000, **columns: Any):
+    """The firm x year panel report 09 analyses, and where it came from.
+
+    ``firm_data`` (a CSV or Parquet file), else ``data_dir/firm_panel.{parquet,csv}``
+    (read with :func:`cxex_lab.models.firm_panel.read_firm_panel`; ``columns`` give
+    the file's column names), else a simulated panel with a known truth
+    (:func:`cxex_lab.simulate_firms.simulate_firms`: ``seed``, ``n_firms``,
+    ``n_years``; ``truth_firms`` sizes the panel its observed-scale truth is
+    computed on).
+
+    Returns
+    -------
+    (panel, description) : (DataFrame or FirmPanel, str)
+    """
+    from cxex_lab.models.firm_panel import find_firm_panel, read_firm_panel
+
+    source = find_firm_panel(resolve_path(data_dir) if data_dir else None, resolve_path(firm_data) if firm_data else "")
+    if source is not None:
+        panel = read_firm_panel(source, **{k: (v or None) if k not in ("firm", "year", "rating", "index") else v
+                                           for k, v in columns.items()})
+        return panel, f"{source.name}: {panel['firm_id'].nunique():,} firms, {panel['year'].nunique()} years"
+    from cxex_lab.simulate_firms import simulate_firms
+
+    panel = simulate_firms(n_firms=n_firms, n_years=n_years, seed=seed, truth_firms=truth_firms)
+    return panel, f"a simulated panel: {n_firms:,} firms, {n_years} years (seed {seed})"
