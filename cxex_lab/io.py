@@ -228,8 +228,9 @@ class Loaded:
         What the workspace records about the study (``ws.study_info``): table
         status, the column mapping with question texts, scales and their maps,
         touchpoints, dropped columns, time zone, privacy.
-    pseudonymiser : Pseudonymiser or None
-        Applied by :meth:`settle` to the validated tables.
+    privacy : dict or None
+        How the ids are pseudonymised (columns, key file); None: they are
+        not. :meth:`settle` applies it (:meth:`pseudonymiser`).
     """
 
     tables: dict[str, ir.Table | None]
@@ -239,7 +240,7 @@ class Loaded:
     problems: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
-    pseudonymiser: Any = None
+    privacy: dict | None = None
     source: str | None = None
     rescaled: dict[str, set[str]] = field(default_factory=dict)
     _temp: list[str] = field(default_factory=list, repr=False)
@@ -252,7 +253,7 @@ class Loaded:
         path = Path(path)
         loaded = cls(tables=dict(tables), files=dict(files), truth=truth, source=str(path))
         loaded.info = _base_info(path, None, tables)
-        loaded.pseudonymiser = _pseudonymiser(path, None, truth, loaded.info)
+        loaded.privacy = _privacy_plan(path, None, truth, loaded.info)
         return loaded
 
     # ------------------------------------------------------------------ merging with the contract
@@ -301,10 +302,25 @@ class Loaded:
         merged = self.merge(checked)
         if not merged.ok:
             raise StudyError(merged.problems, self.source)
-        if self.pseudonymiser is not None:
-            merged.tables = {n: (self.pseudonymiser.apply(con, t, n) if t is not None else None)
-                             for n, t in merged.tables.items()}
+        merged.tables = self.pseudonymise(con, merged.tables)
         return merged
+
+    def pseudonymiser(self) -> Any:
+        """The study's :class:`~cxex_lab.privacy.Pseudonymiser` (reads or creates the key), or None."""
+        if self.privacy is None:
+            return None
+        from cxex_lab.privacy import Pseudonymiser
+
+        p = Pseudonymiser.from_key_file(self.privacy["key_file"], self.privacy["columns"])
+        self.info.setdefault("privacy", {})["key_id"] = p.key_id
+        return p
+
+    def pseudonymise(self, con: Any, tables: Mapping[str, ir.Table | None]) -> dict[str, ir.Table | None]:
+        """The tables with their id columns replaced by pseudonyms (unchanged when the study is not pseudonymised)."""
+        p = self.pseudonymiser()
+        if p is None:
+            return dict(tables)
+        return {n: (p.apply(con, t, n) if t is not None else None) for n, t in tables.items()}
 
     def _contract_text(self, r: dict) -> str:
         """A contract problem in the load's words: the file and the export's column behind the contract column."""
@@ -353,24 +369,22 @@ def _question(q: str | None) -> str:
 # --------------------------------------------------------------------------- privacy and status
 
 
-def _pseudonymiser(path: Path, cfg: StudyConfig | None, truth: dict | None, info: dict) -> Any:
-    """The study's pseudonymiser: real studies are pseudonymised unless the config says otherwise.
+def _privacy_plan(path: Path, cfg: StudyConfig | None, truth: dict | None, info: dict) -> dict | None:
+    """Whether and how the study is pseudonymised (the key is read or created only when ids are hashed).
 
-    A simulated study (``truth.json``) keeps its synthetic ids (they identify
-    nobody, and the truth checks join the simulator's latent tables on them).
+    Real studies are pseudonymised unless the config says otherwise. A
+    simulated study (``truth.json``) without a config keeps its synthetic ids
+    (they identify nobody, and the truth checks join the simulator's latent
+    tables on them).
     """
-    from cxex_lab.privacy import Pseudonymiser
-
     on = cfg.privacy.pseudonymise if cfg is not None else truth is None
-    priv = {"pseudonymised": bool(on)}
-    p = None
-    if on:
-        columns = cfg.privacy.id_columns if cfg is not None else ("employee_id", "customer_id", "interaction_id")
-        key_path = cfg.key_path(path) if cfg is not None else StudyConfig().key_path(path)
-        p = Pseudonymiser.from_key_file(key_path.expanduser().resolve(), columns)
-        priv.update({"columns": list(columns), "key_file": str(p.key_file), "key_id": p.key_id})
-    info["privacy"] = priv
-    return p
+    info["privacy"] = {"pseudonymised": bool(on)}
+    if not on:
+        return None
+    columns = list(cfg.privacy.id_columns) if cfg is not None else ["employee_id", "customer_id", "interaction_id"]
+    key_path = (cfg.key_path(path) if cfg is not None else StudyConfig().key_path(path)).expanduser().resolve()
+    info["privacy"].update({"columns": columns, "key_file": str(key_path)})
+    return {"columns": columns, "key_file": key_path}
 
 
 def _base_info(path: Path, cfg: StudyConfig | None, tables: Mapping[str, Any]) -> dict[str, Any]:
@@ -1080,8 +1094,8 @@ class _Loader:
                 cols[key] = None
                 words.append(f"{unit} 'unknown'")
                 continue
-            g = t.filter(t[col].notnull()).group_by([t.employee_id.name("_e"), t[col].name("_g")]).aggregate(
-                _n=t.count())
+            f = t.filter(t[col].notnull() & t.employee_id.notnull())
+            g = f.group_by([f.employee_id.name("_e"), f[col].name("_g")]).aggregate(_n=f.count())
             w = ibis.window(group_by=g._e, order_by=[ibis.desc(g._n), g._g])
             top = g.mutate(_r=ibis.row_number().over(w)).filter(lambda x: x._r == 0).select("_e", "_g")
             many = g.group_by("_e").aggregate(_k=g.count()).filter(lambda x: x._k > 1).count()
@@ -1100,10 +1114,8 @@ class _Loader:
                 emp = j.select(*[c for c in emp.columns], **{key: j._g.fill_null("unknown")})
             else:
                 emp = emp.mutate(**{key: val})
-        emp = emp.mutate(role=ibis.null("string"), hire_date=ibis.null("timestamp"),
-                         exit_date=ibis.null("timestamp"))
-        tables["employees"] = self._materialise("employees", emp.select("employee_id", "team_id", "site_id", "role",
-                                                                         "hire_date", "exit_date"))
+        # no role, hire or exit date columns: absent optional columns (the contract adds them as missing)
+        tables["employees"] = self._materialise("employees", emp.select("employee_id", "team_id", "site_id"))
         n = int(self.con.execute(tables["employees"].count()))
         self.notes.append(f"no employees table: {n} employees derived from the ids in ex_responses and interactions; "
                           + ", ".join(words) + "; no hire or exit dates")
@@ -1181,7 +1193,7 @@ def load_tables(path: str | Path, config: Any = None, con: Any = None) -> Loaded
     loaded = Loaded(tables=tables, files=loader.files, truth=truth, ledger=loader.ledger, problems=loader.problems,
                     notes=loader.notes, info=info, source=str(path), rescaled=loader.rescaled,
                     _temp=loader.temp, _config_study=not implicit)
-    loaded.pseudonymiser = _pseudonymiser(path, None if implicit else cfg, truth, info)
+    loaded.privacy = _privacy_plan(path, None if implicit else cfg, truth, info)
     return loaded
 
 
@@ -1343,9 +1355,7 @@ def load_study(
             raise StudyError(pd.DataFrame(loaded.problems, columns=_PROBLEM_COLUMNS), loaded.source)
         checked = Checked(tables=dict(loaded.tables), ledger=Ledger(loaded.ledger.frame), problems=pd.DataFrame(),
                           notes=list(loaded.notes))
-        if loaded.pseudonymiser is not None:
-            checked.tables = {n: loaded.pseudonymiser.apply(con, t, n) if t is not None else None
-                              for n, t in checked.tables.items()}
+        checked.tables = loaded.pseudonymise(con, checked.tables)
     frames = {}
     for n in TABLES:
         t = checked.tables.get(n)
