@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 
 from cxex_lab import contract as C
-from cxex_lab.config import ColumnSpec, ConfigError, StudyConfig, TableSpec, load_config, role_kind
+from cxex_lab.config import READERS, ColumnSpec, ConfigError, StudyConfig, TableSpec, load_config, role_kind
 from cxex_lab.ledger import Ledger
 from cxex_lab.schema import DataContractError
 from cxex_lab.study import TABLES, Study
@@ -335,7 +335,8 @@ class Loaded:
             col = f"column {r['column']!r}"
         else:
             col = ""
-        head = ", ".join(x for x in (file or r["table"], col) if x)
+        head = ", ".join(x for x in (file or r["table"], col) if x) if col else \
+            (f"{file} ({r['table']})" if file else r["table"])
         if r.get("count"):
             ex = f": {r['examples']}" if r.get("examples") else ""
             return f"{head}: {r['rule']} ({r['count']} row(s){ex})"
@@ -589,13 +590,14 @@ class _TableLoad:
                 out.extend(hits)
                 continue
             if not p.is_file():
-                present = sorted(x.name for x in L.base.iterdir() if x.is_file() and not x.name.startswith("."))
+                present = sorted(x.name for x in L.base.iterdir() if x.is_file() and not x.name.startswith(".")
+                                 and x.suffix.lower() in READERS)
                 close = _closest(Path(f).name, present)
                 hint = f" (did you mean {close!r}?)" if close else ""
                 self.file_label = f
                 self.problem(None, "file not found",
                              f"{f}: file not found in {L.base} (the study config's tables.{self.name}.file){hint}; "
-                             f"files there: {', '.join(present[:12]) or 'none'}")
+                             f"data files there: {', '.join(present[:12]) or 'none'}")
                 return None
             out.append(p)
         return out or None

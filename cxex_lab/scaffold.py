@@ -697,15 +697,18 @@ def draft_config(folder: str | Path, sample: int = SAMPLE_ROWS) -> tuple[str, li
             if table == "employees":
                 w.add("employees:                    # no HR extract found: employees from the ids in the EX answers "
                       "and the log", 2)
-                w.add("derive:", 4)
                 src = by_table.get("interactions") or by_table.get("ex_responses")
-                for key, hint in (("team_id", "team_id"), ("site_id", "site_id")):
-                    col = None
+                tname = "interactions" if src is not None and by_table.get("interactions") is src else "ex_responses"
+                found = {}
+                for key in ("team_id", "site_id"):
                     if src is not None:
-                        col = next((p.name for p in src.columns if _hint(p, hint) and not _is_personal(p)), None)
-                    tname = "interactions" if by_table.get("interactions") is src else "ex_responses"
-                    if col:
-                        w.add(f"{key}: {{table: {tname}, column: {_q(col)}}}", 6)
+                        col = next((p.name for p in src.columns if _hint(p, key) and not _is_personal(p)), None)
+                        if col:
+                            found[key] = col
+                w.add("derive:" if found else "derive: {}                 # team and site 'unknown'", 4)
+                for key in ("team_id", "site_id"):
+                    if key in found:
+                        w.add(f"{key}: {{table: {tname}, column: {_q(found[key])}}}", 6)
                     else:
                         w.add(f"# {key}: {{value: <one id for everyone>}}   # none found: 'unknown'", 6)
             elif table == "customer_outcomes":
