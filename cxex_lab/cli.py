@@ -82,9 +82,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     lines = list(check.notes)
     for key, sc in (info.get("scales") or {}).items():
         if sc.get("map") not in (None, "none"):
-            how = "linearly" if sc["map"] == "linear" else "by the recode given"
-            lines.append(f"{key} ({sc.get('source')}) asked on {sc['native'][0]}-{sc['native'][1]}, mapped {how} onto "
-                         f"the contract's {sc['contract'][0]}-{sc['contract'][1]}")
+            how = {"linear": "linearly (decimals kept)", "round": "by the linear map rounded to whole points",
+                   "recode": "by the recode given"}[sc["map"]]
+            table = ""
+            if sc.get("points"):
+                table = " (" + ", ".join(f"{k}->{v}" for k, v in sc["points"].items()) + ")"
+            lines.append(f"{key} ({sc.get('source')}) asked on {sc['native'][0]}-{sc['native'][1]}, mapped onto the "
+                         f"contract's {sc['contract'][0]}-{sc['contract'][1]} {how}{table}")
     for item in info.get("not_asked") or []:
         lines.append(f"{item}: not asked (missing in every row)")
     dropped = {t: cols for t, cols in (info.get("dropped") or {}).items() if cols}

@@ -48,9 +48,13 @@ identifiers  ``placeholders``: values that stand for "no id" (e.g. a dummy
              excluded, counted in the ledger
 scales,      ``scale: [low, high]`` (the answers' native range; default the
 numbers      contract's), ``labels`` (text answer -> number, e.g.
-             ``"10 - Extremely likely": 10``), ``rescale`` (``linear``, the
-             default, or an explicit ``{native: contract}`` recode),
-             ``out_of_range`` (``error``, the default, or ``exclude``)
+             ``"10 - Extremely likely": 10``; for SPSS/Stata columns the
+             keys are the file's value labels, and ``labels: file`` takes each
+             code's number from the start of its value label, e.g. code 11
+             labelled ``"10 - Extremely likely"`` is 10), ``rescale`` (``round``, the
+             default, ``linear``, or an explicit ``{native: contract}``
+             recode), ``out_of_range`` (``error``, the default, or
+             ``exclude``)
 dates        ``format`` (a strptime format or a list of them, e.g.
              ``"%d/%m/%Y %H:%M"``; default ISO 8601), ``timezone`` (the zone
              of the exported wall times; default the study's)
@@ -66,16 +70,27 @@ if there is one.
 Scales (the decision)
 ---------------------
 The contract's scales are fixed (NPS/eNPS 0-10, CSAT/eSat 1-5, CES/EES 1-7,
-touchpoint items, empowerment and insight access 1-5) and every metric uses
-them (top box = 4-5 on 1-5, promoters 9-10). An item asked on another range is
-**checked on its native scale** (whole points within ``scale``, messages in the
-native scale) and then **mapped onto the contract's scale**: linearly by
-default (``low -> contract low``, ``high -> contract high``; an eSat of 6 on
-1-7 becomes 4.33 on 1-5, so "top box" on the contract scale is 6-7 on a 7-point
-item and 8-10 on a 10-point item), or by an explicit recode. Linear maps keep
-every correlation, standardised effect and test unchanged (they are affine);
-raw-unit effects are per contract-scale point. The native scale and the map are
-recorded in the workspace (``ws.study_info["scales"]``) so reports can say so.
+touchpoint items, empowerment and insight access 1-5), and every estimator
+uses them: top box is 4-5 on 1-5, promoters are 9-10, and the metrics refuse
+answers that are not whole scale points. An item asked on another range is
+**checked on its native scale** (whole points within ``scale``; messages speak
+of the native scale) and then **mapped onto the contract's scale**, by a
+declared rule recorded in the workspace (``ws.study_info["scales"]``, with the
+point-by-point table) and printed by ``cxex-lab validate``:
+
+* ``rescale: round`` (the default): the linear map (native low -> contract
+  low, native high -> contract high) rounded to the nearest contract point.
+  eSat on 1-7 becomes 1, 2, 2, 3, 4, 4, 5 (top box 4-5 = 5-7 of the 7-point
+  item); CSAT on 1-10 becomes 1, 1, 2, 2, 3, 3, 4, 4, 5, 5 (top box = 7-10).
+  Every estimator works on the result; adjacent native points share a
+  contract point, which costs some resolution (correlations shrink a little).
+* ``rescale: linear``: the linear map without rounding (4.33 for a 6 on 1-7).
+  Nothing is lost and correlations, standardised effects and tests are those
+  of the native item (the map is affine), but estimators that insist on whole
+  scale points (the mirror metrics) refuse it; use it for the models.
+* ``rescale: {1: 1, 2: 1, 3: 2, ...}``: your own recode, one contract value per
+  native point.
+
 NPS and eNPS are never rescaled: they are defined on 0-10 (promoters 9-10,
 detractors 0-6), and a config that gives them another range is refused.
 
@@ -151,8 +166,8 @@ class ColumnSpec(_Strict):
     missing: list[Scalar] = Field(default_factory=list)
     placeholders: list[Scalar] = Field(default_factory=list)
     scale: tuple[int, int] | None = None
-    labels: dict[str, float] | None = None
-    rescale: Literal["linear"] | dict[int, float] | None = None
+    labels: dict[str, float] | Literal["file"] | None = None
+    rescale: Literal["round", "linear"] | dict[int, float] | None = None
     out_of_range: Literal["error", "exclude"] = "error"
     format: str | list[str] | None = None
     timezone: str | None = None
@@ -467,7 +482,7 @@ def _check_column(table: str, role: str, spec: ColumnSpec | None, where: tuple, 
         if off:
             bad("rescale", f"recoded values must lie on the contract's {_scale_word(role)} scale {lo_c}-{hi_c}; "
                            f"got {off}")
-    for label, v in (spec.labels or {}).items():
+    for label, v in (spec.labels if isinstance(spec.labels, dict) else {}).items():
         if not lo <= v <= hi or float(v) != int(v):
             bad("labels", f"label {label!r} -> {v:g} is not a whole point of the {_scale_word(role)} scale "
                           f"{lo}-{hi}")

@@ -795,6 +795,11 @@ class _TableLoad:
             s = self._missing_text(_clean_text(v), cs)
             key = _norm_expr(s)
             num = s.try_cast("float64")
+            if cs.labels == "file":
+                self.problem(role, "labels: file needs value labels",
+                             f"{self.where(cs.column)}: labels: file takes numbers from the value labels of an SPSS "
+                             f"or Stata column; this column holds text: give a labels map {{text: number}}")
+                return ibis.null("float64")
             if cs.labels:
                 lab = ibis.cases(*[(key == _norm(k), float(x)) for k, x in cs.labels.items()], else_=None)
                 val = lab.cast("float64").coalesce(num)
@@ -812,6 +817,8 @@ class _TableLoad:
             val = v.cast("float64")
             if codes:
                 val = ibis.cases((val.isin(codes), ibis.null("float64")), else_=val)
+            if cs.labels is not None:
+                val = self._coded(val, role, cs)
         else:
             self._wrong_kind(v, role, cs, "numbers")
             return ibis.null("float64")
@@ -830,17 +837,8 @@ class _TableLoad:
                                           f"outside the {word} scale {lo}-{hi}"))
             self.checks.append(_Check(role, cs.column, val.notnull() & ~whole & ~out, self._shown(v, val),
                                       f"is not a whole point of the {word} scale {lo}-{hi}"))
-            if (lo, hi) != (lo_c, hi_c) or isinstance(cs.rescale, dict):
-                if isinstance(cs.rescale, dict):
-                    mapped = ibis.cases(*[(val == float(k), float(x)) for k, x in cs.rescale.items()], else_=None)
-                    how: Any = {str(k): x for k, x in cs.rescale.items()}
-                else:
-                    mapped = lo_c + (val - lo) * ((hi_c - lo_c) / (hi - lo))
-                    how = "linear"
-                self.L.rescaled.setdefault(self.name, set()).add(role)
-                self.L.info["scales"][f"{self.name}.{role}"] = {"native": [lo, hi], "contract": [lo_c, hi_c],
-                                                                "map": how, "source": cs.column}
-                return mapped.cast("float64")
+            if (lo, hi) != (lo_c, hi_c) or cs.rescale is not None:
+                return self._rescale(val, role, cs, (lo, hi), (lo_c, hi_c))
             if cs.scale is not None:
                 self.L.info["scales"][f"{self.name}.{role}"] = {"native": [lo, hi], "contract": [lo_c, hi_c],
                                                                 "map": "none", "source": cs.column}
@@ -850,6 +848,56 @@ class _TableLoad:
                                       "is not a whole number"))
             return ibis.cases((whole, val), else_=None).cast("int64")
         return val
+
+    def _coded(self, val, role: str, cs: ColumnSpec):
+        """SPSS/Stata codes -> numbers through the file's value labels (a label map, or ``labels: file``)."""
+        import re
+
+        vl = {float(k): str(x) for k, x in (self.value_labels.get(cs.column) or {}).items()}
+        if not vl:
+            self.problem(role, "no value labels",
+                         f"{self.where(cs.column)}: the column has no value labels in the file, so labels cannot "
+                         f"map its codes; leave labels out (the codes are the answers) or give them in the file")
+            return val
+        if cs.labels == "file":
+            lead = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\b")
+            points = {code: float(m.group(1)) for code, lab in vl.items() if (m := lead.match(lab))}
+            known = [f"{k:g} ({vl[k]!r})" for k in points]
+            what = "has a value label that does not start with a number (labels: file)"
+        else:
+            by_text = {_norm(k): float(x) for k, x in cs.labels.items()}
+            points = {code: by_text[_norm(lab)] for code, lab in vl.items() if _norm(lab) in by_text}
+            known = list(cs.labels)
+            what = "has a value label that is not in the label map"
+        mapped = ibis.cases(*[(val == code, x) for code, x in points.items()], else_=None).cast("float64")
+        self.checks.append(_Check(role, cs.column, val.notnull() & mapped.isnull(), val, what,
+                                  known=known if cs.labels != "file" else None))
+        self.L.info.setdefault("coded", {})[f"{self.name}.{role}"] = {f"{k:g}": x for k, x in points.items()}
+        return mapped
+
+    def _rescale(self, val, role: str, cs: ColumnSpec, native: tuple[int, int], contract: tuple[int, int]):
+        """Native answers onto the contract's scale: rounded linear map (default), linear, or a recode."""
+        lo, hi = native
+        lo_c, hi_c = contract
+        info: dict[str, Any] = {"native": [lo, hi], "contract": [lo_c, hi_c], "source": cs.column}
+        if cs.rescale == "linear":
+            info["map"] = "linear"
+            self.L.rescaled.setdefault(self.name, set()).add(role)
+            self.L.info["scales"][f"{self.name}.{role}"] = info
+            return (lo_c + (val - lo) * ((hi_c - lo_c) / (hi - lo))).cast("float64")
+        if isinstance(cs.rescale, dict):
+            points = {int(k): float(x) for k, x in cs.rescale.items()}
+            info["map"] = "recode"
+        else:  # round: the linear map to the nearest contract point (half up)
+            points = {k: float(math.floor(lo_c + (k - lo) * (hi_c - lo_c) / (hi - lo) + 0.5)) for k in range(lo, hi + 1)}
+            info["map"] = "round"
+        info["points"] = {str(k): (int(x) if x.is_integer() else x) for k, x in points.items()}
+        self.L.info["scales"][f"{self.name}.{role}"] = info
+        mapped = ibis.cases(*[(val == float(k), x) for k, x in points.items()], else_=None)
+        if all(x.is_integer() for x in points.values()):
+            return mapped.cast("int64")
+        self.L.rescaled.setdefault(self.name, set()).add(role)
+        return mapped.cast("float64")
 
     def _shown(self, v, val):
         return v if v.type().is_string() else val

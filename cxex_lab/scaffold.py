@@ -561,6 +561,12 @@ def _column_block(w: _Writer, table: str, role: str, p: ColumnProfile, indent: i
         comments.append(f"durations as text, e.g. {sample!r}")
     elif kind in ("number", "integer"):
         labels, how = _label_map(p) if p.texts() else (None, "")
+        lead = {k: _LEADING_NUMBER.match(str(lab)) for k, lab in p.value_labels.items()
+                if not _DONT_KNOW.search(str(lab))}
+        if lead and all(lead.values()) and any(float(m.group(1)) != float(k) for k, m in lead.items()):
+            opts.append("labels: file")
+            comments.append("the codes are not the answers: each code's number comes from its value label, e.g. "
+                            + ", ".join(f"{k:g} = {p.value_labels[k]!r}" for k in list(lead)[:2]))
         lo, hi = _answer_range(p, labels)
         if labels:
             entries = ", ".join(f"{_q(k)}: {'null' if v is None else v}" for k, v in labels.items())
@@ -584,8 +590,9 @@ def _column_block(w: _Writer, table: str, role: str, p: ColumnProfile, indent: i
                     notes.append(f"{table}.{role} ({p.name}): values {lo}..{hi} fit no usual scale")
                 elif native != tuple(scale):
                     opts.append(f"scale: [{native[0]}, {native[1]}]")
-                    comments.append(f"values {lo:g}..{hi:g}: asked on {native[0]}-{native[1]}, mapped linearly onto "
-                                    f"the contract's {scale[0]}-{scale[1]}")
+                    comments.append(f"values {lo:g}..{hi:g}: asked on {native[0]}-{native[1]}, mapped onto the "
+                                    f"contract's {scale[0]}-{scale[1]} (rounded linear map; rescale: linear keeps "
+                                    f"decimals)")
                     if lo == 0 and native[0] == 0 and role in ("csat", "esat"):
                         comments.append("0 is unusual for satisfaction: if it is an error, use scale: [1, 10] and "
                                         "out_of_range: exclude")

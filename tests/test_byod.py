@@ -175,15 +175,17 @@ def test_contact_centre_values_match_the_exported_study(cc, gen):
     assert (got.loc[common, "ces"] == cx.loc[common, "ces"]).all()
     raw = pd.read_csv(cc / "cx_export.csv", skiprows=[1, 2], dtype=str, keep_default_na=False)
     raw = raw[raw["ContactRef"].isin(common)].set_index("ContactRef")
-    q2 = raw.loc[common, "Q2"].astype(float)
-    np.testing.assert_allclose(got.loc[common, "csat"], 1 + (q2 - 1) * 4 / 9)
+    q2 = raw.loc[common, "Q2"].astype(int)
+    ten_to_five = {1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3, 7: 4, 8: 4, 9: 5, 10: 5}  # 1 + (x-1)*4/9, rounded (by hand)
+    assert (got.loc[common, "csat"] == q2.map(ten_to_five)).all()
     # EX: SPSS eSat 1-7 mapped linearly onto 1-5; code 99 ('Don't know') declared missing in the file
     import pyreadstat
 
     pulse, _ = pyreadstat.read_sav(str(cc / "pulse.sav"), user_missing=True)
     ex = s.ex_responses.set_index(["employee_id", "wave"]).sort_index()
     pulse = pulse.assign(Wave=pulse["Wave"].astype(int)).set_index(["AgentID", "Wave"]).sort_index()
-    np.testing.assert_allclose(ex["esat"], 1 + (pulse["Q_SAT"].to_numpy() - 1) * 4 / 6)
+    seven_to_five = {1: 1, 2: 2, 3: 2, 4: 3, 5: 4, 6: 4, 7: 5}  # 1 + (x-1)*2/3, rounded (by hand)
+    assert (ex["esat"].to_numpy() == pulse["Q_SAT"].astype(int).map(seven_to_five).to_numpy()).all()
     assert int(ex["tp_recognition"].isna().sum()) == json.loads((cc / "expected.json").read_text())["dont_know"]
     assert s.ex_responses["tp_hiring"].isna().all()  # not asked: the contract's column, missing everywhere
     exs = src["ex_responses"].assign(employee_id=lambda d: d["employee_id"].map(agent))
@@ -286,8 +288,9 @@ def test_workspace_says_which_tables_and_columns_exist(cc, hr, tmp_path):
     assert ws.touchpoints == ["tp_training", "tp_post_training_support", "tp_daily_work", "tp_coaching",
                               "tp_recognition"]
     assert not ws.has("employees", "hire_date")  # stored as missing: the HR table was not given
-    assert ws.study_info["scales"]["ex_responses.esat"] == {"native": [1, 7], "contract": [1, 5], "map": "linear",
-                                                           "source": "Q_SAT"}
+    assert ws.study_info["scales"]["ex_responses.esat"] == {
+        "native": [1, 7], "contract": [1, 5], "source": "Q_SAT", "map": "round",
+        "points": {"1": 1, "2": 2, "3": 2, "4": 3, "5": 4, "6": 4, "7": 5}}
     assert ws.study_info["columns"]["cx_responses"]["nps"]["question"].startswith("How likely are you to recommend")
     assert ws.study_info["dropped"]["cx_responses"] == ["IPAddress", "RecipientLastName", "RecipientFirstName",
                                                         "RecipientEmail"]
@@ -568,6 +571,46 @@ def test_filters_and_out_of_range_exclusions_reach_the_ledger(tmp_path):
     assert s.cx_responses["interaction_id"].tolist() == ["I1"]
 
 
+def test_linear_rescale_keeps_decimals_and_a_recode_is_applied_as_given(tmp_path):
+    ex = "A1,1,01/03/2026 09:00,9,7,5\nA2,1,01/03/2026 10:00,7,6,4\nA1,2,01/06/2026 09:00,8,1,5\n"
+    d = _mini(tmp_path, CX, LOG, ex_rows=ex, ex_cols="""      esat: {column: esat, scale: [1, 7], rescale: linear}
+      ees: {column: ees, scale: [1, 7], rescale: {1: 1, 2: 1, 3: 2, 4: 4, 5: 6, 6: 7, 7: 7}}""")
+    (d / "study.yaml").write_text((d / "study.yaml").read_text().replace("      esat: esat\n      ees: ees\n", ""))
+    s = load_study(d).ex_responses.set_index(["employee_id", "wave"])
+    np.testing.assert_allclose(s["esat"].to_numpy(), [5, 1 + 5 * 2 / 3, 1])
+    assert s["ees"].tolist() == [6, 4, 6]
+
+
+def test_spss_codes_map_through_the_files_value_labels(tmp_path):
+    """An SPSS NPS coded 1-11 whose labels say 0-10, and an agreement item coded 1 = Strongly agree."""
+    import pyreadstat
+
+    d = _mini(tmp_path, CX, LOG)
+    pulse = pd.DataFrame({"agent": ["A1", "A2", "A1", "A2"], "wave": [1.0, 1.0, 2.0, 2.0],
+                          "when": pd.to_datetime(["2026-03-01 09:00", "2026-03-01 10:00", "2026-06-01 09:00",
+                                                  "2026-06-01 10:00"]),
+                          "enps": [11.0, 1.0, 8.0, 6.0], "esat": [1.0, 5.0, 2.0, 4.0], "ees": [5.0, 4.0, 5.0, 3.0]})
+    agree = ["Strongly agree", "Agree", "Neither", "Disagree", "Strongly disagree"]
+    pyreadstat.write_sav(pulse, str(d / "pulse.sav"), variable_value_labels={
+        "enps": {float(k + 1): (f"{k} - Not at all likely" if k == 0 else f"{k} - Extremely likely" if k == 10
+                                else str(k)) for k in range(11)},
+        "esat": {float(k + 1): lab for k, lab in enumerate(agree)}})
+    text = (d / "study.yaml").read_text().replace("file: ex.csv", "file: pulse.sav")
+    text = text.replace('responded_at: {column: when, format: "%d/%m/%Y %H:%M"}\n      enps: enps\n      esat: esat',
+                        "responded_at: when\n      enps: {column: enps, labels: file}\n      esat: {column: esat, labels: "
+                        "{Strongly disagree: 1, Disagree: 2, Neither: 3, Agree: 4, Strongly agree: 5}}")
+    (d / "study.yaml").write_text(text)
+    ex = load_study(d).ex_responses.sort_values(["wave", "employee_id"])
+    assert ex["enps"].tolist() == [10, 0, 7, 5]
+    assert ex["esat"].tolist() == [5, 1, 4, 2]
+    pulse.loc[3, "esat"] = 9.0  # a code without a value label
+    pyreadstat.write_sav(pulse, str(d / "pulse.sav"), variable_value_labels={
+        "enps": {float(k + 1): f"{k}" for k in range(11)},
+        "esat": {float(k + 1): lab for k, lab in enumerate(agree)}})
+    msg = _message(d)
+    assert "pulse.sav, column 'esat', row 4: value 9 has a value label that is not in the label map" in msg
+
+
 def test_time_zones_move_wall_times_into_the_study_zone(tmp_path):
     """Local log times (Europe/Berlin) and UTC survey times, stored as Europe/London wall time."""
     log = "I1,A1,C1,2026-07-01 12:00,Y\nI2,A2,C2,2026-01-15 12:00,N\n"
@@ -668,7 +711,8 @@ def test_validate_prints_sizes_problems_and_ledger(cc, capsys):
     out = capsys.readouterr().out
     assert "cx_responses   given   cx_export.csv  758         83              5  670" in out
     assert "load     cx_responses          40  unfinished response (Finished = 'False'): excluded" in out
-    assert "ex_responses.esat (Q_SAT) asked on 1-7, mapped linearly onto the contract's 1-5" in out
+    assert ("ex_responses.esat (Q_SAT) asked on 1-7, mapped onto the contract's 1-5 by the linear map rounded to "
+            "whole points (1->1, 2->2, 3->2, 4->3, 5->4, 6->4, 7->5)") in out
     assert "dropped at load (never read): ex_responses: FullName" in out
 
 
