@@ -243,7 +243,6 @@ class Loaded:
     privacy: dict | None = None
     source: str | None = None
     rescaled: dict[str, set[str]] = field(default_factory=dict)
-    _temp: list[str] = field(default_factory=list, repr=False)
     _config_study: bool = False
 
     @classmethod
@@ -342,12 +341,6 @@ class Loaded:
             return f"{head}: {r['rule']} ({r['count']} row(s){ex})"
         ex = f"; {r['examples']}" if r.get("examples") else ""
         return f"{head}: {r['rule']}{ex}"
-
-    def close(self, con: Any) -> None:
-        """Drop the load's temporary tables (after the validated tables are stored)."""
-        from cxex_lab.readers import drop_temp
-
-        drop_temp(con, self._temp)
 
 
 def _closest(name: str, options: Sequence[str]) -> str | None:
@@ -498,6 +491,7 @@ class _TableLoad:
         self.questions: dict[str, str] = {}
         self.value_labels: dict[str, dict] = {}
         self.file_label = ""
+        self.temp: list[str] = []  # the raw files' temporary tables (dropped once the mapped table is stored)
 
     # -- problems
 
@@ -554,7 +548,7 @@ class _TableLoad:
             except (ValueError, OSError) as err:
                 self.problem(None, "file cannot be read", f"{L.show(p)}: {err}")
                 continue
-            L.temp.extend(part.temp)
+            self.temp.extend(part.temp)
             if part.ragged:
                 lines = ", ".join(str(r[0]) for r in part.ragged[:_N_EXAMPLES])
                 more = len(part.ragged) - _N_EXAMPLES
@@ -1052,7 +1046,6 @@ class _Loader:
         self.ledger = Ledger()
         self.problems: list[dict] = []
         self.notes: list[str] = []
-        self.temp: list[str] = []
         self.rescaled: dict[str, set[str]] = {}
         self.info: dict[str, Any] = {}
         self.config_study = not implicit
@@ -1096,6 +1089,9 @@ class _Loader:
             files[name] = tl.file_label or None
             if t is not None:
                 t = self._materialise(name, t)
+                from cxex_lab.readers import drop_temp
+
+                drop_temp(self.con, tl.temp)  # the raw text copy is no longer needed
             out[name] = t
             self.info.setdefault("dropped", {})[name] = list(spec.drop)
         self.files = files
@@ -1105,9 +1101,7 @@ class _Loader:
         """Store a mapped table (temporary): the contract's checks then read it, not the mapping again."""
         tmp = f"cxex_mapped_{name}"
         self.con.raw_sql(f'DROP TABLE IF EXISTS "{tmp}"')
-        stored = self.con.create_table(tmp, t, temp=True)
-        self.temp.append(tmp)
-        return stored
+        return self.con.create_table(tmp, t, temp=True)
 
     def derive_employees(self, tables: dict[str, ir.Table | None]) -> None:
         """Employees from the ids in the EX answers and the log, when the study has no employees table."""
@@ -1242,7 +1236,7 @@ def load_tables(path: str | Path, config: Any = None, con: Any = None) -> Loaded
         loader.notes.append("no customer_outcomes table: the loyalty analyses (retention, revenue) have no data")
     loaded = Loaded(tables=tables, files=loader.files, truth=truth, ledger=loader.ledger, problems=loader.problems,
                     notes=loader.notes, info=info, source=str(path), rescaled=loader.rescaled,
-                    _temp=loader.temp, _config_study=not implicit)
+                    _config_study=not implicit)
     loaded.privacy = _privacy_plan(path, None if implicit else cfg, truth, info)
     return loaded
 
@@ -1291,7 +1285,6 @@ def _via_duckdb(path: Path, config: Any, con: Any) -> Loaded:
     for n, t in loaded.tables.items():
         tables[n] = ibis.memtable(duck.to_pyarrow(t)) if t is not None else None
     loaded.tables = tables
-    loaded._temp = []
     return loaded
 
 

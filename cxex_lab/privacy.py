@@ -389,8 +389,3 @@ def study_ids(ws: Any, key_file: str | Path | None = None) -> StudyIds:
               if tables.get(table) is not None and col in tables[table].columns}
     return StudyIds(lookup, hasher, counts)
 
-
-def hash_tokens(tokens: Iterable[str], key_file: str | Path) -> dict[str, str]:
-    """``{token: pseudonym}`` under a study key (for tools that compare report text with stored pseudonyms)."""
-    p = Pseudonymiser.from_key_file(key_file, create=False)
-    return {t: p(t) for t in tokens}
