@@ -269,7 +269,8 @@ class Loaded:
         from cxex_lab.schema import Checked
 
         load = pd.DataFrame(self.problems, columns=_PROBLEM_COLUMNS)
-        whole_tables = {p["table"] for p in self.problems if not p.get("column")}
+        # a table that could not be read at all: the contract's "missing table" adds nothing
+        whole_tables = {p["table"] for p in self.problems if not p.get("column") and self.tables.get(p["table"]) is None}
         cols = {(p["table"], p["column"]) for p in self.problems if p.get("column")}
         keep = []
         for r in checked.problems.to_dict("records"):
