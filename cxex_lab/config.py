@@ -590,8 +590,17 @@ def _as_column(raw: Any, where: tuple, errors: list[dict]) -> ColumnSpec | None 
         errors.append({"path": where, "message": f"expected a column name or a mapping (column: ..., options), "
                                                  f"got {raw!r}"})
         return False
+    raw = _bool_keys(raw)
+    labels = raw.get("labels")
+    if isinstance(labels, Mapping):
+        blank = [str(k) for k, v in labels.items() if v is None or (isinstance(v, str) and v.strip() in ("", "?"))]
+        if blank:
+            errors.append({"path": (*where, "labels"), "message": "give each label its number; "
+                                                                  f"{', '.join(map(repr, blank))} ha"
+                                                                  f"{'s' if len(blank) == 1 else 've'} none"})
+            return False
     try:
-        return ColumnSpec.model_validate(_bool_keys(raw))
+        return ColumnSpec.model_validate(raw)
     except ValidationError as err:
         errors.extend(_pydantic_errors(err, where))
         return False

@@ -369,11 +369,30 @@ def _label_map(p: ColumnProfile) -> tuple[dict[str, int] | None, str]:
     if lead and len(lead) == len(texts):
         return lead, "from the numbers the labels start with"
     seen = {_norm(t) for t in texts}
-    for vocab in VOCABULARIES:
+    for vocab in sorted(VOCABULARIES, key=len):  # the shortest wording that holds every label seen
         if seen <= set(vocab):
             return {t: vocab.index(_norm(t)) + 1 for t in sorted(texts, key=lambda x: vocab.index(_norm(x)))}, \
                 f"a {len(vocab)}-point wording ({vocab[0]} .. {vocab[-1]})"
     return {t: None for t in texts}, "unknown wording: give each label its number"  # type: ignore[misc]
+
+
+_SEASON = {"spring": 3, "summer": 6, "autumn": 9, "fall": 9, "winter": 12}
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                                       "dec"), start=1)}
+
+
+def _wave_order(labels: Sequence[str]) -> dict[str, int]:
+    """Wave names numbered in the order they suggest: year, then month / season / quarter, then a number."""
+    def key(t: str):
+        low = t.lower()
+        year = re.search(r"(19|20)\d{2}", low)
+        month = next((m for w, m in {**_MONTHS, **_SEASON}.items() if re.search(rf"\b{w}", low)), None)
+        quarter = re.search(r"\bq([1-4])\b", low)
+        if month is None and quarter:
+            month = 3 * int(quarter.group(1))
+        num = re.findall(r"\d+", re.sub(r"(19|20)\d{2}", "", low))
+        return (int(year.group(0)) if year else 0, month or 0, int(num[0]) if num else 0, low)
+    return {t: k for k, t in enumerate(sorted(labels, key=key), start=1)}
 
 
 def _answer_range(p: ColumnProfile, labels: dict | None) -> tuple[float | None, float | None]:
@@ -485,7 +504,7 @@ def _role_for(table: str, p: ColumnProfile, taken: set[str]) -> str | None:
         if not match:
             continue
         kind = C.COLUMNS[table][role]
-        if kind == "datetime" and not _is_date(p):
+        if kind == "datetime" and not _is_date(p) and not (p.n_values == 0 and _hint_rank(p, hint, True) is not None):
             continue
         if role in scale_roles and not (p.numeric_share > 0.8 or p.texts()) :
             continue
@@ -518,7 +537,11 @@ def _column_block(w: _Writer, table: str, role: str, p: ColumnProfile, indent: i
         if p.zone:
             opts.append(f"timezone: {_q(p.zone)}")
             comments.append(f"the export's header says its times are in {p.zone}")
-        if p.typed == "datetime" or p.iso:
+        if p.n_values == 0:
+            comments.append("empty in every row")
+        elif p.typed == "datetime":
+            comments.append("stored as dates: no format needed")
+        elif p.iso:
             comments.append("ISO dates: no format needed")
         elif p.formats:
             day = [f for f in p.formats if "%d" in f and f.index("%d") < f.index("%m")]
@@ -561,6 +584,8 @@ def _column_block(w: _Writer, table: str, role: str, p: ColumnProfile, indent: i
         comments.append(f"durations as text, e.g. {sample!r}")
     elif kind in ("number", "integer"):
         labels, how = _label_map(p) if p.texts() else (None, "")
+        if role == "wave" and labels and any(v is None for v in labels.values()):
+            labels, how = _wave_order(list(labels)), "CHECK: waves numbered in the order their names suggest"
         lead = {k: _LEADING_NUMBER.match(str(lab)) for k, lab in p.value_labels.items()
                 if not _DONT_KNOW.search(str(lab))}
         if lead and all(lead.values()) and any(float(m.group(1)) != float(k) for k, m in lead.items()):
@@ -569,11 +594,15 @@ def _column_block(w: _Writer, table: str, role: str, p: ColumnProfile, indent: i
                             + ", ".join(f"{k:g} = {p.value_labels[k]!r}" for k in list(lead)[:2]))
         lo, hi = _answer_range(p, labels)
         if labels:
-            entries = ", ".join(f"{_q(k)}: {'null' if v is None else v}" for k, v in labels.items())
-            opts.append(f"labels: {{{entries}}}")
-            comments.append(f"label map {how}")
             if any(v is None for v in labels.values()):
-                notes.append(f"{table}.{role} ({p.name}): give each label its number")
+                w.add(f"{key}:  # CHECK: answers given as words cxex-lab does not know: give each its number", indent)
+                w.add(f"column: {_q(p.name)}{_question_comment(p)}", indent + 2)
+                w.add("# labels: {" + ", ".join(f"{_q(k)}: <number>" for k in labels) + "}", indent + 2)
+                notes.append(f"{table}.{role} ({p.name}): give each label its number (labels: ...)")
+                return
+            entries = ", ".join(f"{_q(k)}: {v}" for k, v in labels.items())
+            opts.append(f"labels: {{{entries}}}")
+            comments.append(f"label map {how}" if not how.startswith("CHECK") else how)
         dk = [k for k, lab in p.value_labels.items() if _DONT_KNOW.search(str(lab))]
         if dk:
             opts.append(f"missing: [{', '.join(_q(k) for k in dk)}]")

@@ -692,6 +692,25 @@ def test_init_drafts_a_config_that_validates_the_fixture(tmp_path, capsys):
     assert "exists; use --force" in capsys.readouterr().err
 
 
+def test_init_drafts_an_excel_parquet_stata_study_that_validates_as_written(tmp_path):
+    d = tmp_path / "exports"
+    d.mkdir()
+    for f in ("roster.xlsx", "engagement.xlsx", "calls.parquet", "csat_survey.dta", "outcomes.csv"):
+        shutil.copy(FIX / "hr_excel" / f, d / f)
+    assert main(["init", str(d)]) == 0
+    cfg = load_config(d / "study.yaml")
+    ex = cfg.tables["ex_responses"]
+    assert ex.header_rows == 2 and ex.question_row == 2
+    m = ex.mapping()
+    assert m["wave"].labels == {"Spring 2025": 1, "Summer 2025": 2}
+    assert m["esat"].labels["Satisfied"] == 4 and m["esat"].scale is None  # the 5-point wording, not the 7-point
+    assert m["tp_onboarding"].column == "Onboarding"
+    assert cfg.tables["employees"].mapping()["exit_date"].column == "Leaving date"  # empty, still its role
+    assert cfg.tables["interactions"].mapping()["resolved_first_contact"].true == ["Yes"]
+    check = check_study(d)
+    assert check.ok, check.problem_lines()
+
+
 def test_init_flags_ambiguous_day_month_order_instead_of_guessing(tmp_path, capsys):
     d = tmp_path / "exports"
     d.mkdir()

@@ -150,3 +150,10 @@ def test_not_yaml_is_a_config_error(tmp_path):
         load_config(p)
     with pytest.raises(FileNotFoundError, match="study config .*nope.yaml does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_label_without_its_number_is_named():
+    with pytest.raises(ConfigError, match=r"tables.ex_responses.columns.wave.labels: give each label its number; "
+                                          r"'Spring 2025', 'Summer 2025' have none"):
+        parse_config({"tables": {"ex_responses": {"file": "p.csv", "columns": {
+            "wave": {"column": "Survey", "labels": {"Spring 2025": None, "Summer 2025": None}}}}}})
