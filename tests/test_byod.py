@@ -745,3 +745,23 @@ def test_validate_never_prints_a_traceback(tmp_path, capsys):
     (d / "study.yaml").write_text("tables: [")
     assert main(["validate", str(d)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_spark_loads_a_config_study_and_hashes_ids_like_python(hr, tmp_path):
+    """The mapped tables reach Spark through Arrow; Spark SQL's HMAC (sha2/unhex) equals Python's hmac."""
+    if shutil.which("java") is None:
+        pytest.fail("Spark needs Java (a JDK 17 or 21) on the PATH; this test is not skipped without it")
+    from cxex_lab.workspace import _spark_session, prepare
+
+    session = _spark_session(None)
+    try:
+        ws = prepare(hr, engine="spark", spark=session, out=tmp_path / "ws", panels=[("employee", "wave", 0)])
+        key = bytes.fromhex((hr / ".cxex-lab" / "pseudonym.key").read_text().strip())
+        staff = pd.read_excel(hr / "roster.xlsx")["Staff No"].astype(str)
+        want = {hmac.new(key, s.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX] for s in staff}
+        assert set(ws.employees["employee_id"]) == want
+        expected = json.loads((hr / "expected.json").read_text())["rows"]
+        assert dict(zip(ws.summary()["table"], ws.summary()["rows"])) == expected
+        ws.close()
+    finally:
+        session.stop()
