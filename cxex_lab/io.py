@@ -192,14 +192,13 @@ def _rows_words(rows: list[dict], count: int) -> str:
     if not shown:
         return f"{count} row(s)"
     files = {r.get("_file") for r in shown}
-    if len(files) > 1:
-        parts = [f"{r.get('_file')} row {r['_row']}" for r in shown]
-        more = count - len(shown)
-        return ", ".join(parts) + (f" (+{more} more)" if more > 0 else "")
-    nums = [str(r["_row"]) for r in shown]
     more = count - len(shown)
+    tail = f" (+{more} more)" if more > 0 else ""
+    if len(files) > 1:
+        return ", ".join(f"{r.get('_file')} row {r['_row']}" for r in shown) + tail
     word = "row" if count == 1 else "rows"
-    return f"{word} " + ", ".join(nums) + (f" (+{more} more)" if more > 0 else "")
+    prefix = f"{next(iter(files))} " if files != {None} else ""  # a table read from several files
+    return f"{prefix}{word} " + ", ".join(str(r["_row"]) for r in shown) + tail
 
 
 # --------------------------------------------------------------------------- the result of a load

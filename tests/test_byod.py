@@ -765,3 +765,23 @@ def test_spark_loads_a_config_study_and_hashes_ids_like_python(hr, tmp_path):
         ws.close()
     finally:
         session.stop()
+
+
+def test_a_table_in_several_files_names_the_file_of_each_row(tmp_path):
+    d = _mini(tmp_path, CX, "I1,A1,C1,05/03/2026 10:00,Yes\nI2,A2,C2,12/04/2026 09:00,No\n")
+    (d / "log_b.csv").write_text("call,agent,customer,start,fcr\nI3,A1,C3,25/04/2026 08:00,yes\n"
+                                 "I4,A2,C1,31/06/2026 11:00,NO\n")
+    (d / "study.yaml").write_text((d / "study.yaml").read_text().replace("file: log.csv", "files: [log.csv, log_b.csv]"))
+    msg = _message(d)
+    assert ("log.csv, log_b.csv, column 'start', log_b.csv row 3: value '31/06/2026 11:00' does not match the "
+            "declared format '%d/%m/%Y %H:%M'") in msg
+
+
+def test_a_windows_1252_export(tmp_path):
+    d = _mini(tmp_path, CX, LOG)
+    (d / "cx.csv").write_bytes("ref,recorded,nps,csat,ces,comment\nI1,05/03/2026 11:00,9,4,6,Très bien\n"
+                               "I2,12/04/2026 10:00,3,2,2,\n".encode("cp1252"))
+    text = (d / "study.yaml").read_text().replace("    file: cx.csv\n", "    file: cx.csv\n    encoding: cp1252\n")
+    (d / "study.yaml").write_text(text.replace("      ces: ces\n", "      ces: ces\n      comment: comment\n"))
+    s = load_study(d)
+    assert s.cx_responses.set_index("interaction_id").loc["I1", "comment"] == "Très bien"
