@@ -1,4 +1,4 @@
-"""Command-line interface: ``cxex-lab simulate | validate | prepare | run``."""
+"""Command-line interface: ``cxex-lab simulate | init | validate | prepare | run``."""
 
 from __future__ import annotations
 
@@ -36,26 +36,102 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from cxex_lab.io import load_study
-    from cxex_lab.schema import DataContractError, validate
+    """Load, map and validate a study; print the tables' sizes, every problem, the ledger and the notes.
+
+    Exit 0: the contract holds; 1: the data have problems (all listed); 2: the
+    study or its config cannot be read. Never a traceback.
+    """
+    from cxex_lab.config import ConfigError
+    from cxex_lab.io import check_study
 
     try:
-        study = load_study(args.path, config=args.config, validate=False)
-        result = validate(study)
-    except DataContractError as err:
+        check = check_study(args.path, config=args.config)
+    except ConfigError as err:
         print(str(err), file=sys.stderr)
-        return 1
+        return 2
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.path}: the data contract holds.")
-    print(study.summary().to_string(index=False))
-    ledger = result.ledger
+    except Exception as err:  # noqa: BLE001 - a researcher never sees a traceback; the message says what broke
+        print(f"error: validating {args.path} failed unexpectedly ({type(err).__name__}: {err}); please report "
+              f"this with the command you ran", file=sys.stderr)
+        return 3
+    info = check.info
+    where = f" (study config {info.get('config')})" if info.get("config") else ""
+    print(f"{args.path}{where}")
+    print("\nTables (rows read from the files, excluded on purpose while loading and by the contract, kept):")
+    sizes = check.sizes.copy()
+    sizes = sizes.rename(columns={"rows_read": "read", "excluded_at_load": "excl. load",
+                                  "excluded_by_contract": "excl. contract", "rows": "kept"})
+    print(sizes.astype(object).where(sizes.notna(), "-").to_string(index=False))
+    if check.ok:
+        print(f"\n{args.path}: the data contract holds.")
+    else:
+        print(f"\n{len(check.problems)} problem(s):", file=sys.stderr)
+        for line in check.problem_lines():
+            print(f"  - {line}", file=sys.stderr)
+    ledger = check.ledger
     if len(ledger):
         print("\nData-quality ledger (rows excluded on purpose):")
-        print(ledger.to_string(index=False))
+        print(f"  {'step':<9}{'table':<18}{'rows':>6}  rule")
+        for r in ledger.itertuples(index=False):
+            ex = f"  (e.g. {r.example})" if r.example else ""
+            print(f"  {r.step:<9}{r.table:<18}{r.rows_excluded:>6}  {r.rule}{ex}")
     else:
         print("\nData-quality ledger: no rows excluded.")
+    lines = list(check.notes)
+    for key, sc in (info.get("scales") or {}).items():
+        if sc.get("map") not in (None, "none"):
+            how = {"linear": "linearly (decimals kept)", "round": "by the linear map rounded to whole points",
+                   "recode": "by the recode given"}[sc["map"]]
+            table = ""
+            if sc.get("points"):
+                table = " (" + ", ".join(f"{k}->{v}" for k, v in sc["points"].items()) + ")"
+            lines.append(f"{key} ({sc.get('source')}) asked on {sc['native'][0]}-{sc['native'][1]}, mapped onto the "
+                         f"contract's {sc['contract'][0]}-{sc['contract'][1]} {how}{table}")
+    for item in info.get("not_asked") or []:
+        lines.append(f"{item}: not asked (missing in every row)")
+    dropped = {t: cols for t, cols in (info.get("dropped") or {}).items() if cols}
+    if dropped:
+        lines.append("dropped at load (never read): " + "; ".join(f"{t}: {', '.join(c)}" for t, c in dropped.items()))
+    priv = info.get("privacy") or {}
+    if priv.get("pseudonymised"):
+        lines.append(f"ids ({', '.join(priv.get('columns', []))}) are pseudonymised when the study is prepared, "
+                     f"with the key {priv.get('key_file')} (created on first use; keep it out of reports and "
+                     f"version control)")
+    else:
+        lines.append("ids are kept as they are (a simulated study, or privacy.pseudonymise: false)")
+    print("\nNotes:")
+    for line in lines:
+        print(f"  - {line}")
+    return 0 if check.ok else 1
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    """Draft a commented study.yaml from the exports in a folder."""
+    from pathlib import Path
+
+    from cxex_lab.scaffold import draft_config
+
+    folder = Path(args.path)
+    if not folder.is_dir():
+        print(f"error: {folder} is not a folder", file=sys.stderr)
+        return 2
+    target = Path(args.out) if args.out else folder / "study.yaml"
+    if target.exists() and not args.force:
+        print(f"error: {target} exists; use --force to overwrite it (or --out another file)", file=sys.stderr)
+        return 2
+    try:
+        text, notes = draft_config(folder)
+    except Exception as err:  # noqa: BLE001 - never a traceback
+        print(f"error: could not draft a config for {folder} ({type(err).__name__}: {err})", file=sys.stderr)
+        return 3
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}: check every line marked CHECK, then run: cxex-lab validate {folder}")
+    if notes:
+        print("To decide:")
+        for n in notes:
+            print(f"  - {n}")
     return 0
 
 
@@ -134,9 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(func=_cmd_simulate)
 
-    val = sub.add_parser("validate", help="check a study directory against the data contract")
-    val.add_argument("path", help="study directory (Parquet/CSV tables) or DuckDB file")
-    val.add_argument("--config", default=None, help="study config (YAML) mapping real columns to roles")
+    ini = sub.add_parser(
+        "init", help="draft a commented study.yaml from the exports in a folder",
+        description="Look at the exports in a folder (CSV, Excel, SPSS, Stata, Parquet) and write a commented "
+                    "study config with best guesses: which file is which table, which column plays which role, "
+                    "header lines, label maps, scales, date formats (ambiguous day/month orders are flagged, not "
+                    "guessed), true/false words, placeholders, filters, personal columns to drop.",
+        epilog="then: cxex-lab validate DIR")
+    ini.add_argument("path", help="the folder with the export files")
+    ini.add_argument("--out", default=None, help="where to write the config (default DIR/study.yaml)")
+    ini.add_argument("--force", action="store_true", help="overwrite an existing config")
+    ini.set_defaults(func=_cmd_init)
+
+    val = sub.add_parser(
+        "validate", help="load, map and check a study against the data contract; print sizes, problems, ledger",
+        description="Load a study (exports with a study.yaml, canonical tables or a DuckDB file), map it onto the "
+                    "contract and validate it. Prints each table's size, every problem (file, column, rows as the "
+                    "file shows them, value, rule), the data-quality ledger and notes. Exit status 0: the contract "
+                    "holds; 1: problems; 2: the study or config cannot be read.")
+    val.add_argument("path", help="study folder (exports + study.yaml, or Parquet/CSV tables) or DuckDB file")
+    val.add_argument("--config", default=None, help="study config (default: study.yaml in the folder)")
     val.set_defaults(func=_cmd_validate)
 
     prep = sub.add_parser(

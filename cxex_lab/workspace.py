@@ -79,7 +79,8 @@ DEFAULT_PANELS: tuple[tuple[str, str, int], ...] = tuple((lv, "wave", lag) for l
 ALL_PANELS: tuple[tuple[str, str, int], ...] = tuple((lv, p, lag) for lv in LEVELS for p in PERIODS for lag in (0, 1))
 _WINDOW_DAYS = (30.0, 180.0)
 #: Modules whose code decides what a workspace holds (their digest is part of the key).
-_CODE = ("contract.py", "workspace.py", "linkage.py", "schema.py", "io.py", "study.py", "ledger.py")
+_CODE = ("contract.py", "workspace.py", "linkage.py", "schema.py", "io.py", "study.py", "ledger.py", "config.py",
+         "readers.py", "privacy.py")
 _EX_DEFAULT = ("empowerment", "cx_insight_access", "esat", "enps", "ees")
 _CX_ITEMS = ("nps", "csat", "ces")
 
@@ -470,28 +471,19 @@ def prepare(
     return ws
 
 
-def _load_raw(path: Path, config: Any, con: Any) -> tuple[dict[str, ir.Table | None], dict[str, str | None],
-                                                         dict | None]:
-    """Raw tables on the engine (with ``_row``), their files, and the truth of a simulated study."""
-    tables = engine_tables(path, con) if config is None else None
-    truth = None
-    if tables is not None:
-        files = {}
-        for n in TABLES:
-            found = _table_files(path, n)
-            files[n] = None if found is None else str(found[1][0] if len(found[1]) == 1 else path / n)
-        if (path / "truth.json").exists():
-            truth = json.loads((path / "truth.json").read_text())
-        return tables, files, truth
-    from cxex_lab.io import load_study
+def _load_raw(path: Path, config: Any, con: Any):
+    """Raw tables on the engine (with ``_row``), their files, the truth of a simulated study: a
+    :class:`cxex_lab.io.Loaded` (exports with a study config, CSV tables and DuckDB files are read and mapped
+    by :func:`cxex_lab.io.load_tables`)."""
+    from cxex_lab.io import Loaded, load_tables
 
-    study = load_study(path, config=config, validate=False)
-    tables, files = {}, {}
-    for n in TABLES:
-        df = getattr(study, n, None)
-        tables[n] = contract.memtable(df) if df is not None else None
-        files[n] = df.attrs.get("source") if df is not None else None
-    return tables, files, study.truth
+    tables = engine_tables(path, con) if config is None else None
+    if tables is not None:
+        files = {n: str(_table_files(path, n)[1][0] if len(_table_files(path, n)[1]) == 1 else path / n)
+                 if _table_files(path, n) else None for n in TABLES}
+        truth = json.loads((path / "truth.json").read_text()) if (path / "truth.json").exists() else None
+        return Loaded.canonical(path, tables, files, truth)
+    return load_tables(path, config, con)
 
 
 def _ex_keep(t: ir.Table) -> list[str]:
@@ -509,8 +501,9 @@ def _build(path, config, engine, tmp, key, wanted, memory_limit, spill, threads,
     eng = duck if engine == "duckdb" else _connect_engine(engine, None, memory_limit, spill, threads, spark,
                                                           spark_remote, spark_conf)
     try:
-        raw, files, truth = _load_raw(path, config, eng)
-        checked = check_tables(eng, raw, files)
+        loaded = _load_raw(path, config, eng)
+        raw, files, truth = loaded.tables, loaded.files, loaded.truth
+        checked = loaded.settle(eng, check_tables(eng, raw, files))  # raises io.StudyError (a DataContractError)
         timings["validate"] = time.perf_counter() - t0
         say(f"validated in {timings['validate']:.1f} s ({engine})")
         if not checked.ok:
@@ -556,7 +549,7 @@ def _build(path, config, engine, tmp, key, wanted, memory_limit, spill, threads,
                 "config": None if config is None else str(config) if isinstance(config, (str, Path)) else "given",
                 "rows": rows, "raw_rows": checked.rows, "files": files, "notes": checked.notes,
                 "truth": truth, "link_ledger": link_ledger.records, "timings": timings,
-                "spark_remote": spark_remote}
+                "spark_remote": spark_remote, "study": loaded.info}
         _write_meta(duck, meta)
         _write_panel_index(duck, index)
     finally:
@@ -905,6 +898,58 @@ class Workspace:
         if t is None:
             raise WorkspaceError(f"this study has no {name} table")
         return t
+
+    # ------------------------------------------------------------------ what the study has (track io)
+
+    @property
+    def study_info(self) -> dict[str, Any]:
+        """What loading recorded (:func:`cxex_lab.io.load_tables`): table status (given / derived / absent),
+        the column mapping with question texts, native scales and their maps, touchpoints, dropped columns,
+        time zone, privacy. Empty for a study in memory."""
+        return dict(self.meta.get("study") or {})
+
+    def table_status(self, name: str) -> str:
+        """``"given"`` (from a file), ``"derived"`` (employees built from the ids) or ``"absent"``."""
+        if name not in TABLES:
+            raise WorkspaceError(f"unknown table {name!r}; the tables are {list(TABLES)}")
+        status = (self.meta.get("study") or {}).get("tables", {}).get(name)
+        if status:
+            return status
+        return "given" if self.tables.get(name) is not None else "absent"
+
+    def has(self, name: str, column: str | None = None) -> bool:
+        """Whether the study has a table (given or derived) or, with ``column``, a column holding any value.
+
+        ``ws.has("customer_outcomes")``; ``ws.has("interactions", "channel")``
+        is False when the export had no channel (the contract's optional
+        columns are stored as missing values). The whole study's answer, also
+        for a segment.
+        """
+        t = (self._base or self)._all_tables.get(name) if name in TABLES else None
+        if t is None:
+            return False
+        if column is None:
+            return True
+        if column not in t.columns:
+            return False
+        key = f"has:{name}.{column}"
+        if key not in self._cache:
+            self._cache[key] = int(self.con.execute(t[column].count())) > 0
+        return self._cache[key]
+
+    @property
+    def touchpoints(self) -> list[str]:
+        """The touchpoint items (``tp_*`` columns of ex_responses) that hold answers, in column order."""
+        ex = (self._base or self)._all_tables.get("ex_responses")
+        if ex is None:
+            return []
+        return [c for c in ex.columns if contract.is_touchpoint(c) and self.has("ex_responses", c)]
+
+    def id_index(self):
+        """The study's ids for the report runner's privacy scan (:func:`cxex_lab.privacy.study_ids`)."""
+        from cxex_lab.privacy import study_ids
+
+        return study_ids(self)
 
     def sites(self) -> list[str]:
         """The site ids (valid segments)."""

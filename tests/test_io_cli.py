@@ -48,7 +48,7 @@ def test_missing_table_file(small_study, tmp_path):
 def test_wrong_file_type(small_study, tmp_path):
     small_study.save(tmp_path)
     (tmp_path / "employees.parquet").write_text("employee_id,team_id\nE1,T1\n")
-    with pytest.raises(ValueError, match="employees.parquet: could not be read as PARQUET"):
+    with pytest.raises(ValueError, match="employees.parquet: could not be read as Parquet"):
         load_study(tmp_path)
     xlsx = tmp_path / "study.xlsx"
     xlsx.write_text("x")
@@ -68,8 +68,10 @@ def test_study_config_maps_real_column_names(small_study, tmp_path):
     back = load_study(tmp_path)
     assert back.cx_responses["nps"].tolist() == small_study.cx_responses["nps"].tolist()
     (tmp_path / "study.yaml").write_text("tables:\n  cx_responses:\n    file: survey_export.csv\n    columns:\n      nps: recommend\n")
-    with pytest.raises(ValueError, match="maps {'nps': 'recommend'} but the file has no such column"):
+    with pytest.raises(ValueError) as info:
         load_study(tmp_path)
+    assert ("survey_export.csv: column 'recommend' (mapped to nps) is not in the file (did you mean "
+            "'likelihood_to_recommend'?); its columns are: ticket, responded_at, likelihood_to_recommend") in str(info.value)
 
 
 def test_cli_simulate_then_validate(tmp_path, capsys):
