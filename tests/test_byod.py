@@ -125,6 +125,11 @@ def _records_by_line(path: Path, header_lines: int, delimiter: str = ",") -> dic
     return out
 
 
+def _expected(study_dir) -> dict:
+    """What the fixture generator (make_exports.py) recorded about the study it wrote."""
+    return json.loads((study_dir / "expected.json").read_text())
+
+
 def test_row_numbers_are_the_lines_of_the_file_with_header_lines_and_line_breaks(cc):
     """cx_export.csv has 3 header lines and comments spanning two lines: _row is the line a text editor shows."""
     records = _records_by_line(cc / "cx_export.csv", header_lines=3)
@@ -133,7 +138,9 @@ def test_row_numbers_are_the_lines_of_the_file_with_header_lines_and_line_breaks
     con = C.duckdb_connect()
     loaded = load_tables(cc, _plain(cc), con)
     got = con.to_pyarrow(loaded.tables["cx_responses"].select("_row", "interaction_id")).to_pylist()
-    assert len(got) == 675  # 758 records - 15 preview - 40 unfinished - 25 placeholder - 3 out of range
+    excluded = {k.split("|")[1]: v for k, v in _expected(cc)["ledger"].items() if k.startswith("cx_responses|")}
+    # every record but the preview, unfinished, placeholder and out-of-range ones (the generator's counts)
+    assert len(got) == len(records) - sum(excluded[k] for k in ("preview", "unfinished", "placeholder", "out of range"))
     for r in got:
         assert records[r["_row"]]["ContactRef"] == r["interaction_id"]
     # the ledger's example rows are lines whose record has the excluded property
@@ -318,7 +325,7 @@ def test_id_index_finds_real_ids_and_pseudonyms_in_report_text(cc, tmp_path):
                     pseudo: "employee_id"}
     assert index.describe()["ids"] == {"employee_id": 40, "customer_id": len(set(
         pd.read_csv(cc / "contact_log.csv", sep=";", dtype=str).query("AgentCode != 'IVR'")["CustomerRef"])),
-        "interaction_id": 3121}
+        "interaction_id": int((pd.read_csv(cc / "contact_log.csv", sep=";", dtype=str)["AgentCode"] != "IVR").sum())}
     ws.close()
     (cc / ".cxex-lab" / "pseudonym.key").write_text(os.urandom(32).hex())
     from cxex_lab.workspace import Workspace
@@ -728,7 +735,12 @@ def test_init_flags_ambiguous_day_month_order_instead_of_guessing(tmp_path, caps
 def test_validate_prints_sizes_problems_and_ledger(cc, capsys):
     assert main(["validate", str(cc)]) == 0
     out = capsys.readouterr().out
-    assert "cx_responses   given   cx_export.csv  758         83              5  670" in out
+    exp = _expected(cc)
+    records = len(_records_by_line(cc / "cx_export.csv", header_lines=3))
+    at_load = sum(v for k, v in exp["ledger"].items() if k.startswith("cx_responses|") and not k.endswith("orphan"))
+    orphan = exp["ledger"]["cx_responses|orphan"]
+    assert (f"cx_responses   given   cx_export.csv  {records}         {at_load}              {orphan}  "
+            f"{records - at_load - orphan}") in out
     assert "load     cx_responses          40  unfinished response (Finished = 'False'): excluded" in out
     assert ("ex_responses.esat (Q_SAT) asked on 1-7, mapped onto the contract's 1-5 by the linear map rounded to "
             "whole points (1->1, 2->2, 3->2, 4->3, 5->4, 6->4, 7->5)") in out
@@ -761,7 +773,8 @@ def test_spark_loads_a_config_study_and_hashes_ids_like_python(hr, tmp_path):
         want = {hmac.new(key, s.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX] for s in staff}
         assert set(ws.employees["employee_id"]) == want
         expected = json.loads((hr / "expected.json").read_text())["rows"]
-        assert dict(zip(ws.summary()["table"], ws.summary()["rows"])) == expected
+        sizes = ws.sizes()
+        assert dict(zip(sizes["table"], sizes["rows"])) == expected
         ws.close()
     finally:
         session.stop()
