@@ -1704,7 +1704,8 @@ _REPORT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
     "mirror": {"harness": {}, "truth": {}},
     "linkage": {"harness": {}, "truth": {}},
     "drivers": {"harness": {"n_boot": 200}, "truth": {"n_boot": 0}},
-    "service_profit_chain": {"harness": {"n_boot": 300}, "truth": {"n_boot": 0}},
+    # the truth study needs a few draws only so that the money chain's products exist
+    "service_profit_chain": {"harness": {"n_boot": 300}, "truth": {"n_boot": 20}},
     "direction": {"harness": {"invariance": False}, "truth": {"invariance": False}},
     "vicious_circle": {"harness": {}, "truth": {}},
     "study_design": {"harness": {"power": False}, "truth": {"power": False}},
