@@ -56,12 +56,8 @@ NBCONVERT_PLACEHOLDER_ALT = "No description has been provided for this image"
 
 #: Real notebooks that do not pass yet, with what they lack (see the module notes: the switch).
 REAL_SET_PENDING: dict[str, str] = {
-    "01_data_quality": "no Key findings section; 1 figure without alt text (plt.show)",
-    "02_metric_mirror": "no Key findings section; 2 figures without alt text (plt.show)",
     "03_linkage": "stderr warning (obj.round has no effect with datetime); no Key findings section",
     "04_touchpoint_drivers": "no Key findings section; 2 figures without alt text (plt.show)",
-    "05_service_profit_chain": "forest plot without units (warning on stderr); no Key findings section",
-    "06_direction": "forest plot without units (warning on stderr); raw fit dict printed",
     "07_vicious_circle": "raw dict printed; no Key findings section",
     "08_study_design": "no Key findings section; 1 seaborn figure without alt text",
 }
