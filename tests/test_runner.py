@@ -57,6 +57,15 @@ CODE_MARKERS = ("FIXTURE_CODE_MARKER", "read_csv", "plt.subplots", "groupby(")
 pytestmark = pytest.mark.xdist_group("runner")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _notebooks_read_the_files():
+    """The fixture studies here are employees tables only (no complete study to prepare a workspace from):
+    the runner's file-based prepare step serves them; tests of the workspace step set it back."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CXEX_LAB_PREPARE", "files")
+        yield
+
+
 def images(html: str) -> list[dict[str, str]]:
     """The attributes of every ``<img>`` of a page."""
     from html.parser import HTMLParser

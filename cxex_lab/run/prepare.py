@@ -6,18 +6,15 @@ A *prepare hook* receives the study path and the run's options and returns a
 facts of the landing page. :func:`run_reports` calls it exactly once, after the
 parameters are validated and before the first notebook starts.
 
-Today's default, :func:`prepare_files`, reads the study where it is: notebooks
-get the study directory, the site ids come from the employees table, the id
-index looks ids up in the files (:func:`cxex_lab.run.idscan.study_ids`), and
-the facts are row counts read from file metadata (:mod:`cxex_lab.run.summary`).
-
-Wiring the workspace (one place)
-    When ``cxex_lab.workspace`` provides ``prepare(data, config=..., engine=...)``,
-    :func:`default_hook` returns :func:`prepare_workspace`, which calls it and maps
-    its workspace onto :class:`Prepared` (``_from_workspace``, the only function
-    that knows the workspace's API). Until then the default is
-    :func:`prepare_files`. A caller may always pass its own hook:
-    ``run_reports(..., prepare=my_hook)``.
+The default, :func:`prepare_workspace`, prepares (or reuses) the study
+workspace with :func:`cxex_lab.workspace.prepare` in ``<out>/.workspace``:
+loading, validation and linkage run once, in the engine, and the notebooks
+receive the workspace file as ``data_dir``; the id index of the privacy scan
+and the landing page's facts come from it (``_from_workspace``, the only
+function that knows the workspace's API). :func:`prepare_files` reads the study
+where it is instead (notebooks get the study directory, the id index looks ids
+up in the files). A caller may always pass its own hook:
+``run_reports(..., prepare=my_hook)``.
 """
 
 from __future__ import annotations
@@ -42,6 +39,7 @@ class PrepareOptions:
     engine: str | None = None        # "duckdb" | "spark" (None: the workspace's default)
     spark_remote: str | None = None  # sc://host:port for Spark Connect
     segments: str | Sequence[str] = "all"
+    workspace_dir: str | None = None  # where the workspace is kept (the run sets <out>/.workspace)
 
 
 @dataclass
@@ -125,6 +123,8 @@ def prepare_workspace(data: Path, options: PrepareOptions) -> Prepared:
         kwargs["engine"] = options.engine
     if options.spark_remote:
         kwargs["spark_remote"] = options.spark_remote
+    if options.workspace_dir:
+        kwargs["out"] = options.workspace_dir
     try:
         ws = workspace.prepare(data, **kwargs)
     except (ValueError, FileNotFoundError) as err:
@@ -135,23 +135,16 @@ def prepare_workspace(data: Path, options: PrepareOptions) -> Prepared:
 
 
 def default_hook() -> PrepareHook:
-    """The workspace hook when ``cxex_lab.workspace.prepare`` exists, else :func:`prepare_files`.
+    """The study workspace (:func:`prepare_workspace`): validated and linked once, then every notebook reads it.
 
-    For now the workspace hook is opt-in (``prepare="workspace"`` or
-    ``$CXEX_LAB_PREPARE=workspace``): ``cxex_lab.workspace`` exists, but the
-    notebooks do not read the workspace yet and the runner's fixture studies
-    are not complete studies. The lead flips this default with the notebook
-    rewrite (and passes ``out=<reports>/.workspace`` to ``workspace.prepare``).
+    ``$CXEX_LAB_PREPARE=files`` runs notebooks on the study files instead (for
+    notebooks that need no workspace, such as the runner's own test fixtures).
     """
     import os
 
-    try:
-        from cxex_lab import workspace  # type: ignore[attr-defined]  # noqa: F401
-    except ImportError:
+    if os.environ.get("CXEX_LAB_PREPARE", "workspace") == "files":
         return prepare_files
-    if os.environ.get("CXEX_LAB_PREPARE", "files") != "workspace":
-        return prepare_files
-    return prepare_workspace if hasattr(workspace, "prepare") else prepare_files
+    return prepare_workspace
 
 
 def resolve_hook(prepare: PrepareHook | str | None) -> PrepareHook:

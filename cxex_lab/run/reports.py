@@ -25,6 +25,8 @@ Run names default to a timestamp (``reports/20261123-101500/``) and
 
 from __future__ import annotations
 
+import dataclasses
+
 import concurrent.futures as cf
 import datetime as _dt
 import fnmatch
@@ -363,6 +365,8 @@ def run_reports(
     check_parameters(params, declared)
     nb_params = {nb: notebook_values(params, declared[nb], nb.name) for nb in notebooks}
     options = prepare_options or PrepareOptions(segments=segments)
+    if options.workspace_dir is None:  # the workspace lives with the reports it serves
+        options = dataclasses.replace(options, workspace_dir=str(Path(out).resolve() / ".workspace"))
 
     # ---- prepare once (the workspace, when there is one)
     hook = resolve_hook(prepare)
