@@ -294,6 +294,24 @@ def _derived(ws: Any, *path: str, default: float = math.nan) -> float:
         return default
 
 
+def _attempt(notes: list[str], what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` quietly; on a data problem (ValueError, a singular matrix) None and a note saying why.
+
+    A real study can be too small or too short for one model while the rest of
+    the report stands: the report then says, in words, what it could not
+    estimate instead of ending in a traceback.
+    """
+    from cxex_lab.results import quietly
+
+    try:
+        with quietly():
+            return fn(*args, **kwargs)
+    except (ValueError, np.linalg.LinAlgError, ZeroDivisionError) as err:
+        reason = " ".join(str(err).split())
+        notes.append(f"{what} could not be estimated on this study: {reason}")
+        return None
+
+
 def _has(ws: Any, table: str) -> bool:
     """Whether the study has a table (optional tables may be absent in real studies)."""
     if hasattr(ws, "has"):
@@ -765,30 +783,37 @@ def service_profit_chain(ws: Any, *, segment: Any = "all", ex: str = "esat", cx:
             notes.append("Too few customers answered a CX survey in a period before an outcome period: the loyalty "
                          "steps cannot be estimated.")
         else:
-            with quietly():
-                for outcome, key, unit_l, scale in (("retained", "retention", "percentage points of retention", 100.0),
-                                                    ("revenue", "revenue", "revenue per customer per period", 1.0)):
-                    res = loyalty(cp, cx=cx_prev, outcome=outcome, agent="employee_id_prev", model="linear",
-                                  n_boot=n_boot, seed=seed, alpha=alpha)
-                    loy.append(res)
-                    lt, lf = res
-                    notes += _notes(lf)
-                    r = _row(lt, term=cx_prev)
-                    e, l, h = (v * scale for v in _est(r))
-                    rows.append(finding(
-                        f"chain.loyalty.{key}", f"{y_lab} received -> {key} in the next period",
-                        f"change in the next period's {key} of a customer per {y_lab} point received in the preceding "
-                        f"period, given the customer's own prior retention and revenue", e, l, h,
-                        unit=f"{unit_l} per {y_lab} point", n=lf.n_obs, n_clusters=lf.n_clusters,
-                        method="customer-level regression with period effects, SE two-way clustered by customer and "
-                               "by the agent who served most of the preceding period's contacts", kind="effect",
-                        caveat="Customers are not assigned to experiences at random: a customer who had an unusually "
-                               "good quarter may differ in ways the prior-period controls do not capture."))
-            lt_all = pd.concat([res.table.assign(outcome=o) for res, o in zip(loy, ("retention (share)", "revenue"))],
-                               ignore_index=True)
-            details["loyalty"] = lt_all[lt_all["term"] == cx_prev][["outcome", "estimate", "ci_low", "ci_high", "p",
-                                                                    "n"]].reset_index(drop=True)
-            details["loyalty_models"] = lt_all[["outcome", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
+            controls = [c for c in ("retained_prev", "revenue_prev") if c in cp.columns and cp[c].notna().any()]
+            if len(controls) < 2:
+                notes.append("No customer has an outcome in two consecutive periods: the loyalty steps are estimated "
+                             "without the prior-period controls.")
+            labelled = []
+            for outcome, key, unit_l, scale in (("retained", "retention", "percentage points of retention", 100.0),
+                                                ("revenue", "revenue", "revenue per customer per period", 1.0)):
+                res = _attempt(notes, f"The {key} step", loyalty, cp, cx=cx_prev, outcome=outcome,
+                               agent="employee_id_prev", controls=controls or None, model="linear", n_boot=n_boot,
+                               seed=seed, alpha=alpha)
+                if res is None:
+                    continue
+                loy.append(res)
+                labelled.append(("retention (share)" if key == "retention" else "revenue", res))
+                lt, lf = res
+                notes += _notes(lf)
+                e, l, h = (v * scale for v in _est(_row(lt, term=cx_prev)))
+                rows.append(finding(
+                    f"chain.loyalty.{key}", f"{y_lab} received -> {key} in the next period",
+                    f"change in the next period's {key} of a customer per {y_lab} point received in the preceding "
+                    f"period, given the customer's own prior retention and revenue", e, l, h,
+                    unit=f"{unit_l} per {y_lab} point", n=lf.n_obs, n_clusters=lf.n_clusters,
+                    method="customer-level regression with period effects, SE two-way clustered by customer and "
+                           "by the agent who served most of the preceding period's contacts", kind="effect",
+                    caveat="Customers are not assigned to experiences at random: a customer who had an unusually "
+                           "good quarter may differ in ways the prior-period controls do not capture."))
+            if labelled:
+                lt_all = pd.concat([res.table.assign(outcome=o) for o, res in labelled], ignore_index=True)
+                details["loyalty"] = lt_all[lt_all["term"] == cx_prev][["outcome", "estimate", "ci_low", "ci_high",
+                                                                        "p", "n"]].reset_index(drop=True)
+                details["loyalty_models"] = lt_all[["outcome", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
     if med is not None and len(loy) == 2 and n_boot > 0:
         with quietly():
             mc_t, mc_f = money_chain(med, loy)
@@ -956,53 +981,68 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
     unit = f"{y_lab} points per {x_lab} point"
     runit = f"{x_lab} points per {y_lab} point"
     # ---- the headline: two-way FE (the same spec the study-design report uses)
-    with quietly():
-        fe, fef = within_effects(panel, HEADLINE["unit"], HEADLINE["period"], y=cx, x=ex, lags=HEADLINE["lags"],
-                                 cluster=cluster)
-        fer, ferf = within_effects(panel, HEADLINE["unit"], HEADLINE["period"], y=ex, x=cx, lags=1, cluster=cluster)
-    notes += _notes(fef, ferf)
-    fe_method = f"two-way fixed effects (employee, wave), SE clustered by {lvl} ({fef.n_clusters} clusters)"
-    e, l, h = _est(_row(fe, lag=1))
-    rows.append(finding(
-        "direction.fe.ex_to_cx", f"{x_lab} -> {y_lab} in the following quarter (within employee)",
-        f"change in the mean {y_lab} of an employee's interactions in wave period w per {x_lab} point above that "
-        f"employee's usual level at wave w-1 (3-6 months earlier), all paths included", e, l, h, unit=unit,
-        n=fef.n_obs, n_clusters=fef.n_clusters, method=fe_method, kind="effect", headline=True,
-        caveat="Stable differences between employees and common shocks to all employees in a wave cannot produce it; "
-               "feedback from earlier CX to EX can bias a fixed-effects lag, which the RI-CLPM below models.",
-        sentence=f"An employee whose {x_lab} is one point above their usual level {{link}} a mean {y_lab} about "
-                 f"{{abs_value}} points {{sign:higher|lower}} among their customers a quarter later."))
-    e, l, h = _est(_row(fer, lag=1))
-    rows.append(finding(
-        "direction.fe.cx_to_ex", f"{y_lab} -> {x_lab} at the next survey (within employee)",
-        f"change in an employee's {x_lab} at wave w per {y_lab} point above the employee's usual level in the quarter "
-        f"before (0-3 months earlier)", e, l, h, unit=runit, n=ferf.n_obs, n_clusters=ferf.n_clusters,
-        method=f"two-way fixed effects (employee, wave), SE clustered by {lvl}", kind="effect",
-        caveat="Feedback from EX to later CX can bias a fixed-effects lag."))
+    fe_res = _attempt(notes, "The fixed-effects lag (EX -> CX)", within_effects, panel, HEADLINE["unit"],
+                      HEADLINE["period"], y=cx, x=ex, lags=HEADLINE["lags"], cluster=cluster)
+    fer_res = _attempt(notes, "The fixed-effects lag (CX -> EX)", within_effects, panel, HEADLINE["unit"],
+                       HEADLINE["period"], y=ex, x=cx, lags=1, cluster=cluster)
+    fe = fer = None
+    if fe_res is not None:
+        fe, fef = fe_res
+        notes += _notes(fef)
+        rows.append(finding(
+            "direction.fe.ex_to_cx", f"{x_lab} -> {y_lab} in the following quarter (within employee)",
+            f"change in the mean {y_lab} of an employee's interactions in wave period w per {x_lab} point above that "
+            f"employee's usual level at wave w-1 (3-6 months earlier), all paths included", *_est(_row(fe, lag=1)),
+            unit=unit, n=fef.n_obs, n_clusters=fef.n_clusters,
+            method=f"two-way fixed effects (employee, wave), SE clustered by {lvl} ({fef.n_clusters} clusters)",
+            kind="effect", headline=True,
+            caveat="Stable differences between employees and common shocks to all employees in a wave cannot produce "
+                   "it; feedback from earlier CX to EX can bias a fixed-effects lag, which the RI-CLPM below models.",
+            sentence=f"An employee whose {x_lab} is one point above their usual level {{link}} a mean {y_lab} about "
+                     f"{{abs_value}} points {{sign:higher|lower}} among their customers a quarter later."))
+    if fer_res is not None:
+        fer, ferf = fer_res
+        notes += _notes(ferf)
+        rows.append(finding(
+            "direction.fe.cx_to_ex", f"{y_lab} -> {x_lab} at the next survey (within employee)",
+            f"change in an employee's {x_lab} at wave w per {y_lab} point above the employee's usual level in the "
+            f"quarter before (0-3 months earlier)", *_est(_row(fer, lag=1)), unit=runit, n=ferf.n_obs,
+            n_clusters=ferf.n_clusters, method=f"two-way fixed effects (employee, wave), SE clustered by {lvl}",
+            kind="effect", caveat="Feedback from EX to later CX can bias a fixed-effects lag."))
 
     # ---- RI-CLPM on two time pairings
     before = panel[["employee_id", "wave", cx]].assign(wave=panel["wave"] + 1).rename(columns={cx: f"{cx}_before"})
     pb = panel.drop(columns=[cx]).merge(before, on=["employee_id", "wave"], how="left")
     # the first wave has no quarter before it in the log: pairing "before" starts at wave 2
     pb = pb[pb["wave"] > panel["wave"].min()]
-    fits = {}
-    with quietly():
-        fits["after"] = cross_lagged(panel, "employee_id", "wave", ex, cx, kind="riclpm", cluster=cluster)
-        fits["before"] = cross_lagged(pb, "employee_id", "wave", ex, f"{cx}_before", kind="riclpm", cluster=cluster)
-        cl = cross_lagged(panel, "employee_id", "wave", ex, cx, kind="clpm", cluster=cluster)
-    for k, v in fits.items():
-        notes += _notes(v.fit)
-    notes += _notes(cl.fit)
-    ta, fa = fits["after"]
-    tb, fb = fits["before"]
-    la, lb = _lag_rows(ta), _lag_rows(tb)
+    after_fit = _attempt(notes, "The RI-CLPM", cross_lagged, panel, "employee_id", "wave", ex, cx, kind="riclpm",
+                         cluster=cluster)
+    if pb["wave"].nunique() >= 3:
+        before_fit = _attempt(notes, "The RI-CLPM with EX paired with the CX of the quarter before the survey",
+                              cross_lagged, pb, "employee_id", "wave", ex, f"{cx}_before", kind="riclpm",
+                              cluster=cluster)
+    else:
+        before_fit = None
+        notes.append("Pairing EX with the CX of the quarter before each survey leaves fewer than 3 waves, so the "
+                     "EX -> CX lag over 0-3 months and the CX -> EX lag over 3-6 months cannot be estimated.")
+    cl = _attempt(notes, "The classic cross-lagged model", cross_lagged, panel, "employee_id", "wave", ex, cx,
+                  kind="clpm", cluster=cluster)
+    for res in (after_fit, before_fit, cl):
+        if res is not None:
+            notes += _notes(res.fit)
     ri_method = f"RI-CLPM by FIML (missing waves used), robust sandwich SE clustered by {lvl}"
-    spans = [
-        ("direction.riclpm.ex_to_cx.3to6m", la, f"{ex}->{cx}", "3-6 months", "EX -> CX", fa, unit, "after"),
-        ("direction.riclpm.cx_to_ex.0to3m", la, f"{cx}->{ex}", "0-3 months", "CX -> EX", fa, runit, "after"),
-        ("direction.riclpm.ex_to_cx.0to3m", lb, f"{ex}->{cx}_before", "0-3 months", "EX -> CX", fb, unit, "before"),
-        ("direction.riclpm.cx_to_ex.3to6m", lb, f"{cx}_before->{ex}", "3-6 months", "CX -> EX", fb, runit, "before"),
-    ]
+    la = _lag_rows(after_fit.table) if after_fit is not None else None
+    spans = []
+    if after_fit is not None:
+        fa = after_fit.fit
+        spans += [("direction.riclpm.ex_to_cx.3to6m", la, f"{ex}->{cx}", "3-6 months", "EX -> CX", fa, unit, "after"),
+                  ("direction.riclpm.cx_to_ex.0to3m", la, f"{cx}->{ex}", "0-3 months", "CX -> EX", fa, runit, "after")]
+    if before_fit is not None:
+        lb, fb = _lag_rows(before_fit.table), before_fit.fit
+        spans += [("direction.riclpm.ex_to_cx.0to3m", lb, f"{ex}->{cx}_before", "0-3 months", "EX -> CX", fb, unit,
+                   "before"),
+                  ("direction.riclpm.cx_to_ex.3to6m", lb, f"{cx}_before->{ex}", "3-6 months", "CX -> EX", fb, runit,
+                   "before")]
     aligned = []
     for key, tab, term, span, arrow, fit, u, pairing in spans:
         r = _row(tab, term=term)
@@ -1019,38 +1059,11 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
         aligned.append({"span": span, "direction": f"{src} -> {dst}", "label": f"{src} -> {dst}, {span}",
                         "estimate": e, "ci_low": l, "ci_high": h,
                         "std_estimate": float(r["std_estimate"]) if r is not None else math.nan,
-                        "unit": u, "pairing": f"CX of the quarter {pairing} the survey", "key": key})
-    details["aligned"] = pd.DataFrame(aligned)[["key", "label", "span", "direction", "estimate", "ci_low", "ci_high",
-                                                "std_estimate", "unit"]].sort_values(
-        ["span", "direction"], kind="stable").reset_index(drop=True)
-    for key, term, label, lat in (("direction.riclpm.ex_ar", f"{ex}->{ex}", f"{x_lab} persistence", "ex->ex"),
-                                  ("direction.riclpm.cx_ar", f"{cx}->{cx}", f"{y_lab} persistence", "cx->cx")):
-        rows.append(finding(key, f"{label} (within employee)", f"how much of a within-employee deviation carries "
-                            f"to the next wave ({label})", *_est(_row(la, term=term)), unit="share carried to the next wave",
-                            n=fa.n_units, n_clusters=fa.n_clusters, method=ri_method, kind="descriptive"))
-        latent[key] = latent_lags[lat]
-    latent["direction.riclpm.ex_to_cx.3to6m"] = latent_lags["ex->cx"]
-    latent["direction.riclpm.cx_to_ex.0to3m"] = latent_lags["cx->ex"]
-    rc = _row(la, term=f"resid_corr({ex},{cx})")
-    rows.append(finding("direction.riclpm.resid_corr", f"{x_lab} and {y_lab} within the same quarter",
-                        f"correlation of the within-employee deviations of {x_lab} at a survey and {y_lab} in the quarter "
-                        "that follows, after the lagged effects (mean over waves 2-T)", *_est(rc), unit="correlation",
-                        n=fa.n_units, n_clusters=fa.n_clusters, method=ri_method, kind="association",
-                        caveat="A same-quarter association: EX at the survey precedes the quarter's CX, but a shock "
-                               "hitting both in the same quarter produces it as well."))
-    ri = _row(la, term=f"corr(RI_{ex},RI_{cx})")
-    rows.append(finding("direction.ri_corr", "Stable differences: employees usually higher on EX, usually higher on CX",
-                        f"correlation of employees' stable levels (random intercepts) of {x_lab} and {y_lab}",
-                        *_est(ri), unit="correlation", n=fa.n_units, n_clusters=fa.n_clusters, method=ri_method,
-                        kind="association", headline=True,
-                        sentence="Stable differences between employees are strong: employees whose EX is usually "
-                                 "higher also usually have happier customers (correlation {value})."))
-    latent["direction.ri_corr"] = _derived(ws, "between", "corr_ri")
-    ct, cf = cl
-    rows.append(finding("direction.clpm.ex_to_cx", f"{x_lab} -> {y_lab}, classic cross-lagged model",
-                        "the same lag without random intercepts: stable differences between employees leak into it",
-                        *_est(_row(_lag_rows(ct), term=f"{ex}->{cx}")), unit=unit, n=cf.n_units, n_clusters=cf.n_clusters,
-                        method=f"CLPM by FIML, robust SE clustered by {lvl}", kind="association"))
+                        "unit": u, "key": key})
+    if aligned:
+        details["aligned"] = pd.DataFrame(aligned)[["key", "label", "span", "direction", "estimate", "ci_low",
+                                                    "ci_high", "std_estimate", "unit"]].sort_values(
+            ["span", "direction"], kind="stable").reset_index(drop=True)
     names = {ex: x_lab, cx: y_lab, "ex": x_lab, "cx": y_lab}
 
     def readable(term: str) -> str:
@@ -1077,23 +1090,58 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
             return f"loading of {_ITEM_WORDS.get(item, item)}"
         return term
 
-    rt = la[la["component"].isin(["lag", "within-wave", "between"])][
-        ["term", "component", "estimate", "ci_low", "ci_high", "std_estimate"]].reset_index(drop=True)
-    details["riclpm"] = _keyed(rt, lambda r: f"direction.riclpm_table.{r['term']}").assign(
-        term=rt["term"].map(readable))
-    recon = [
-        {"model": "Two-way fixed effects", "estimates": "how an employee's CX a quarter later moves with their EX "
-         "relative to their own usual level; all paths included; no random intercepts needed",
-         "EX -> CX": _est(_row(fe, lag=1))[0], "CX -> EX": _est(_row(fer, lag=1))[0]},
-        {"model": "RI-CLPM", "estimates": "the within-employee cross-lag, holding last wave's own level; stable "
-         "differences in random intercepts (EX -> CX spans 3-6 months, CX -> EX 0-3 months)",
-         "EX -> CX": _est(_row(la, term=f"{ex}->{cx}"))[0], "CX -> EX": _est(_row(la, term=f"{cx}->{ex}"))[0]},
-        {"model": "CLPM", "estimates": "the same cross-lag without random intercepts: stable differences between "
-         "employees are mixed into it (for contrast only)",
-         "EX -> CX": _est(_row(_lag_rows(ct), term=f"{ex}->{cx}"))[0],
-         "CX -> EX": _est(_row(_lag_rows(ct), term=f"{cx}->{ex}"))[0]},
-    ]
-    details["reconciliation"] = pd.DataFrame(recon)[["model", "EX -> CX", "CX -> EX", "estimates"]]
+    if after_fit is not None:
+        for key, term, label, lat in (("direction.riclpm.ex_ar", f"{ex}->{ex}", f"{x_lab} persistence", "ex->ex"),
+                                      ("direction.riclpm.cx_ar", f"{cx}->{cx}", f"{y_lab} persistence", "cx->cx")):
+            rows.append(finding(key, f"{label} (within employee)", f"how much of a within-employee deviation carries "
+                                f"to the next wave ({label})", *_est(_row(la, term=term)),
+                                unit="share carried to the next wave", n=fa.n_units, n_clusters=fa.n_clusters,
+                                method=ri_method, kind="descriptive"))
+            latent[key] = latent_lags[lat]
+        latent["direction.riclpm.ex_to_cx.3to6m"] = latent_lags["ex->cx"]
+        latent["direction.riclpm.cx_to_ex.0to3m"] = latent_lags["cx->ex"]
+        rows.append(finding("direction.riclpm.resid_corr", f"{x_lab} and {y_lab} within the same quarter",
+                            f"correlation of the within-employee deviations of {x_lab} at a survey and {y_lab} in the "
+                            "quarter that follows, after the lagged effects (mean over waves 2-T)",
+                            *_est(_row(la, term=f"resid_corr({ex},{cx})")), unit="correlation", n=fa.n_units,
+                            n_clusters=fa.n_clusters, method=ri_method, kind="association",
+                            caveat="A same-quarter association: EX at the survey precedes the quarter's CX, but a "
+                                   "shock hitting both in the same quarter produces it as well."))
+        rows.append(finding("direction.ri_corr", "Stable differences: employees usually higher on EX, usually higher on CX",
+                            f"correlation of employees' stable levels (random intercepts) of {x_lab} and {y_lab}",
+                            *_est(_row(la, term=f"corr(RI_{ex},RI_{cx})")), unit="correlation", n=fa.n_units,
+                            n_clusters=fa.n_clusters, method=ri_method, kind="association", headline=True,
+                            sentence="Stable differences between employees are strong: employees whose EX is usually "
+                                     "higher also usually have happier customers (correlation {value})."))
+        latent["direction.ri_corr"] = _derived(ws, "between", "corr_ri")
+        rt = la[la["component"].isin(["lag", "within-wave", "between"])][
+            ["term", "component", "estimate", "ci_low", "ci_high", "std_estimate"]].reset_index(drop=True)
+        details["riclpm"] = _keyed(rt, lambda r: f"direction.riclpm_table.{r['term']}").assign(
+            term=rt["term"].map(readable))
+    if cl is not None:
+        ct, cf = cl
+        rows.append(finding("direction.clpm.ex_to_cx", f"{x_lab} -> {y_lab}, classic cross-lagged model",
+                            "the same lag without random intercepts: stable differences between employees leak into it",
+                            *_est(_row(_lag_rows(ct), term=f"{ex}->{cx}")), unit=unit, n=cf.n_units,
+                            n_clusters=cf.n_clusters, method=f"CLPM by FIML, robust SE clustered by {lvl}",
+                            kind="association"))
+    recon = []
+    if fe is not None and fer is not None:
+        recon.append({"model": "Two-way fixed effects", "estimates": "how an employee's CX a quarter later moves with "
+                      "their EX relative to their own usual level; all paths included; no random intercepts needed",
+                      "EX -> CX": _est(_row(fe, lag=1))[0], "CX -> EX": _est(_row(fer, lag=1))[0]})
+    if la is not None:
+        recon.append({"model": "RI-CLPM", "estimates": "the within-employee cross-lag, holding last wave's own level; "
+                      "stable differences in random intercepts (EX -> CX spans 3-6 months, CX -> EX 0-3 months)",
+                      "EX -> CX": _est(_row(la, term=f"{ex}->{cx}"))[0],
+                      "CX -> EX": _est(_row(la, term=f"{cx}->{ex}"))[0]})
+    if cl is not None:
+        recon.append({"model": "CLPM", "estimates": "the same cross-lag without random intercepts: stable differences "
+                      "between employees are mixed into it (for contrast only)",
+                      "EX -> CX": _est(_row(_lag_rows(ct), term=f"{ex}->{cx}"))[0],
+                      "CX -> EX": _est(_row(_lag_rows(ct), term=f"{cx}->{ex}"))[0]})
+    if recon:
+        details["reconciliation"] = pd.DataFrame(recon)[["model", "EX -> CX", "CX -> EX", "estimates"]]
 
     # ---- multiple indicators: EX items, CX split halves
     if multiple_indicators:
@@ -1103,9 +1151,14 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
         if len(x_items) >= 2 and all(c in ph.columns for c in y_items):
             if cluster not in ph.columns:
                 ph[cluster] = ph["employee_id"]
-            with quietly():
-                mt, mf = cross_lagged_mi(ph, "employee_id", "wave", x_items, y_items, names=("ex", "cx"),
-                                         cluster=cluster)
+            mi_res = _attempt(notes, "The multiple-indicator RI-CLPM", cross_lagged_mi, ph, "employee_id", "wave",
+                              x_items, y_items, names=("ex", "cx"), cluster=cluster)
+        else:
+            mi_res = None
+            notes.append("The multiple-indicator model needs at least two EX items and CX answers split in halves; "
+                         "they are not available in this study.")
+        if mi_res is not None:
+            mt, mf = mi_res
             notes += _notes(mf)
             ml = _lag_rows(mt)
             mi_method = (f"multiple-indicator RI-CLPM by FIML (EX: {', '.join(x_items)}; CX: {y_lab} over odd- and "
@@ -1130,9 +1183,6 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
                                                                        names=("ex", "cx"))
                     except (ValueError, np.linalg.LinAlgError) as err:
                         notes.append(f"Measurement invariance could not be tested: {err}")
-        else:
-            notes.append("The multiple-indicator model needs at least two EX items and CX answers split in halves; "
-                         "they are not available in this study.")
 
     # ---- design idea 7: CX insight lifts EX
     if "cx_insight_access" in panel.columns and panel["cx_insight_access"].notna().sum() > 50:

@@ -417,7 +417,9 @@ def _implicit_config(path: Path) -> tuple[StudyConfig, dict[str, list[Path]]]:
         raise FileNotFoundError(
             f"{path}: missing table file(s): " + ", ".join(f"{n} (looked for {n}.parquet / .csv)" for n in missing)
             + "; for exports with other names write a study config (cxex-lab init " + str(path) + ")")
-    tables = {n: TableSpec(files=[str(p) for p in f]) for n, f in found.items() if f is not None}
+    # file names relative to the study folder (the loader joins them with it)
+    tables = {n: TableSpec(files=[str(p.relative_to(path)) if p.is_relative_to(path) else str(p) for p in f])
+              for n, f in found.items() if f is not None}
     return StudyConfig(tables=tables, base=str(path)), {n: f for n, f in found.items() if f is not None}
 
 
@@ -1211,8 +1213,8 @@ def load_tables(path: str | Path, config: Any = None, con: Any = None) -> Loaded
     if implicit:
         cfg, _ = _implicit_config(path)
     else:  # a table the config does not name may sit in the folder under its own name
-        extra = {n: TableSpec(files=[str(p) for p in f]) for n in TABLES
-                 if n not in cfg.tables and (f := _canonical_files(path, n)) is not None}
+        extra = {n: TableSpec(files=[str(p.relative_to(path)) if p.is_relative_to(path) else str(p) for p in f])
+                 for n in TABLES if n not in cfg.tables and (f := _canonical_files(path, n)) is not None}
         if extra:
             cfg = cfg.model_copy(update={"tables": {**cfg.tables, **extra}})
     truth = json.loads((path / "truth.json").read_text()) if (path / "truth.json").exists() else None

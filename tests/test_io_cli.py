@@ -123,3 +123,14 @@ def test_sample_is_reproducible_from_its_documented_command(tmp_path):
         )
     sample = load_study(SAMPLE)
     assert set(sample.latent) == {"employee_waves", "interactions", "customer_periods"}
+
+
+def test_a_study_given_by_a_relative_path_loads(tmp_path, monkeypatch):
+    """A relative study path (as typed on the command line) is joined with the file names once, not twice."""
+    from cxex_lab.io import load_study
+    from cxex_lab.simulate import simulate_study
+
+    simulate_study(n_sites=2, n_employees=20, n_waves=3, seed=4).save(tmp_path / "studies" / "s1")
+    monkeypatch.chdir(tmp_path)
+    study = load_study("studies/s1")
+    assert len(study.employees) == 20 and len(study.interactions) > 0
