@@ -793,8 +793,14 @@ def show_plot(plot: Any, data: pd.DataFrame | None, /, *args: Any, caption: str 
 
 
 def show_truth(findings: Any, title: str = "Truth check (simulated data only)") -> None:
-    """The truth check of a Findings (``findings.truth``) as a table; nothing on real data."""
+    """The truth check of a Findings (``findings.truth``) as a table.
+
+    On real data (a Findings without ``truth``) it says so in one line instead.
+    """
     truth = findings if isinstance(findings, pd.DataFrame) or findings is None else getattr(findings, "truth", None)
+    if truth is None and findings is not None and not isinstance(findings, pd.DataFrame):
+        print("Real data: no ground truth to compare with.")
+        return
     if truth is None or len(truth) == 0:
         return
     shown = truth.drop(columns=[c for c in ("key",) if c in truth.columns])

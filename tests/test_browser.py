@@ -179,8 +179,11 @@ def fixture_set(tmp_path_factory):
         pytest.skip("chromium is not installed (apt-get install chromium)")
     base = tmp_path_factory.mktemp("browser")
     study = make_study(base / "data", sites={"S01": 8, "S02": 3, "S03": 7})
-    result = run_reports(FIXTURES, data=study, pattern="01_plot.ipynb,04_present.ipynb", segments="all,site_id",
-                         jobs=2, out=base / "reports", run_name="browser", progress=False)
+    # an employees-only fixture study: the runner's file-based prepare step serves it (no workspace)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CXEX_LAB_PREPARE", "files")
+        result = run_reports(FIXTURES, data=study, pattern="01_plot.ipynb,04_present.ipynb", segments="all,site_id",
+                             jobs=2, out=base / "reports", run_name="browser", progress=False)
     assert list(result.table["status"]) == ["ok"] * 8, result.table[["report", "status", "error"]]
     return result
 

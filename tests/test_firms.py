@@ -481,7 +481,7 @@ def test_notebook_runs_on_a_researchers_csv(tmp_path, small):
                         kernel_name="python3", progress_bar=False)
     text = json.dumps([o for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])])
     assert "benchmark.csv: 60 firms" in text
-    assert "Real data: no ground truth" in text and "Real data: the scenarios need the simulator" in text
+    assert "Real data: no ground truth" in text
     assert "Index points per star, within firms, corrected for rating noise" in text
 
 
