@@ -735,3 +735,461 @@ def test_compare_bad_input(mirror_study):
         compare(SITE_STATS, "mean", between="wave")
     with pytest.raises(ValueError, match=r"cluster must be 'employee_id' or 'team_id'"):
         mirror_cluster_stats(mirror_study, cluster=None)
+
+
+# --------------------------------------------------------------------------- compare: vectorised == the per-contrast original
+# REFERENCE IMPLEMENTATION, NOT PROJECT CODE. `_reference_adjust`, `_reference_compare_one` and
+# `_reference_compare` are verbatim copies of `cxex_lab.metrics._adjust`, `_compare_one` and `compare` as they
+# were before the vectorised rewrite (commit bbcd0ea: one round of pandas groupbys per contrast; only the
+# names are changed). They are kept here only as the reference the vectorised `compare` must reproduce; the
+# helpers they call (`_check_stats`, `_scores`, `_contrasts`) were not changed by the rewrite.
+from cxex_lab.metrics import (  # noqa: E402
+    METRIC_STATISTIC as _METRIC_STATISTIC,
+    STATISTICS as _STATISTICS,
+    _check_stats,
+    _contrasts,
+    _scores,
+)
+
+
+def _reference_adjust(out: pd.DataFrame, by: list[str], method: str, alpha: float) -> np.ndarray:
+    """Multiplicity-adjusted p-values within each family (one family per ``by`` group).
+
+    Holm is computed for all families at once: statsmodels' ``multipletests``
+    adjusts one family per call, which is slow over thousands of families
+    (simulations); the vectorised Holm is checked against it in the tests.
+    Other methods go through ``multipletests`` family by family.
+    """
+    fam = out.groupby(by, sort=False, observed=True, dropna=False).ngroup().to_numpy() if by else np.zeros(len(out), int)
+    p = out["p"].to_numpy(dtype=float)
+    res = np.full(len(p), np.nan)
+    ok = ~np.isnan(p)
+    if method == "holm":
+        f, q = fam[ok], p[ok]
+        order = np.lexsort((q, f))
+        fs, qs = f[order], q[order]
+        m = np.bincount(fs)[fs]
+        start = np.r_[0, np.flatnonzero(np.diff(fs)) + 1]
+        rank = np.arange(len(fs)) - np.repeat(start, np.diff(np.r_[start, len(fs)]))
+        scaled = np.minimum((m - rank) * qs, 1.0)
+        adj = pd.Series(scaled).groupby(fs).cummax().to_numpy()
+        tmp = np.empty(len(q))
+        tmp[order] = adj
+        res[ok] = tmp
+        return res
+    for g in np.unique(fam[ok]):
+        sel = ok & (fam == g)
+        res[sel] = multipletests(p[sel], alpha=alpha, method=method)[1]
+    return res
+
+
+
+def _reference_compare_one(data, statistic, between, cluster, reference, by, strata, alpha, adjust, who):
+    extra = [strata] if strata not in (None, "auto") else []
+    _check_stats(data, statistic, by + [between, cluster] + extra, who)
+    y, _ = _scores(data, statistic)
+    keys = by if by else ["_all"]
+    d = pd.DataFrame({c: data[c].to_numpy() for c in dict.fromkeys(by + [between, cluster] + extra)})
+    if not by:
+        d["_all"] = 0
+    d["_y"], d["_n"] = y, data["n"].to_numpy(float)
+    if d[[between, cluster]].isna().any().any():
+        bad = d[[between, cluster]].isna().any(axis=1).to_numpy()
+        raise ValueError(f"{who}: {int(bad.sum())} row(s) have no {between!r} or {cluster!r}, e.g. rows "
+                         f"{', '.join(str(r) for r in data.index[bad][:3])}")
+    agg = d.groupby(list(dict.fromkeys(keys + [between, cluster] + extra)), sort=True, dropna=False, observed=True)[
+        ["_y", "_n"]].sum().reset_index()
+    agg = agg[agg["_n"] > 0].reset_index(drop=True)
+    if strata == "auto":
+        nested = bool((agg.groupby(keys + [cluster], observed=True)[between].nunique() <= 1).all())
+        scol = between if nested else None
+        strata_text = (f"{between} (clusters nested in {between}: variances add)" if nested
+                       else f"none (clusters shared across {between}: covariance through shared clusters)")
+    elif strata is None:
+        scol, strata_text = None, f"none (single stratum; clusters shared across {between} add their covariance)"
+    else:
+        if (agg.groupby(keys + [cluster], observed=True)[strata].nunique() > 1).any():
+            raise ValueError(f"{who}: strata column {strata!r} must be constant within each {cluster!r}")
+        scol, strata_text = strata, f"{strata} (fixed strata)"
+    if scol is None:
+        agg["_stratum"] = 0
+        scol = "_stratum"
+    levels = list(pd.unique(agg[between]))
+    try:
+        levels = sorted(levels)
+    except TypeError:
+        pass
+    if len(levels) < 2:
+        raise ValueError(f"{who}: {between!r} has {len(levels)} level(s) with answers; comparisons need at least 2")
+    label, _, scale = _STATISTICS[statistic]
+    t_crit = lambda df: stats.t.ppf(1 - alpha / 2, df)  # noqa: E731
+    rows = []
+    for name, set1, set2, lev, ref in _contrasts(levels, reference, between, who):
+        in1, in2 = agg[between].isin(set1).to_numpy(), agg[between].isin(set2).to_numpy()
+        sub = agg[in1 | in2].copy()
+        i1, i2 = in1[in1 | in2].astype(float), in2[in1 | in2].astype(float)
+        grp = [sub[k] for k in keys]
+        n1 = pd.Series(sub["_n"].to_numpy() * i1, index=sub.index).groupby(grp, observed=True).transform("sum").to_numpy()
+        y1 = pd.Series(sub["_y"].to_numpy() * i1, index=sub.index).groupby(grp, observed=True).transform("sum").to_numpy()
+        n2 = pd.Series(sub["_n"].to_numpy() * i2, index=sub.index).groupby(grp, observed=True).transform("sum").to_numpy()
+        y2 = pd.Series(sub["_y"].to_numpy() * i2, index=sub.index).groupby(grp, observed=True).transform("sum").to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r1, r2 = y1 / n1, y2 / n2
+            u1 = np.where(i1 > 0, (sub["_y"].to_numpy() - r1 * sub["_n"].to_numpy()) / n1, 0.0)
+            u2 = np.where(i2 > 0, (sub["_y"].to_numpy() - r2 * sub["_n"].to_numpy()) / n2, 0.0)
+        sub["_u"] = u1 - u2  # a cluster in both sides (shared across waves) nets its two contributions
+        sub["_n1"], sub["_n2"] = sub["_n"] * i1, sub["_n"] * i2
+        per_cl = sub.groupby(keys + [scol, cluster], sort=True, observed=True)[["_u"]].sum().reset_index()
+        per_cl["_ubar"] = per_cl.groupby(keys + [scol], observed=True)["_u"].transform("mean")
+        per_cl["_dev2"] = (per_cl["_u"] - per_cl["_ubar"]) ** 2
+        per_st = per_cl.groupby(keys + [scol], sort=True, observed=True).agg(g=("_u", "size"), ss=("_dev2", "sum")).reset_index()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_st["v"] = np.where(per_st["g"] >= 2, per_st["g"] / (per_st["g"] - 1) * per_st["ss"], np.nan)
+            per_st["v2"] = per_st["v"] ** 2 / (per_st["g"] - 1)
+        per_st["g1"] = per_st["g"] - 1
+        per_st["v_nan"] = per_st["v"].isna()
+        # the smallest G_h - 1 among strata carrying >= 10% of the variance bounds the df (see Notes)
+        share = per_st["v"] / per_st.groupby(keys, observed=True)["v"].transform("sum")
+        per_st["g1_big"] = per_st["g1"].where(share >= 0.1, np.inf)
+        tot = per_st.groupby(keys, sort=True, observed=True).agg(
+            v=("v", "sum"), v_nan=("v_nan", "any"), v2=("v2", "sum"), g=("g", "sum"), g1=("g1", "sum"),
+            g1_big=("g1_big", "min"))
+        tot.loc[tot["v_nan"], "v"] = np.nan  # a stratum with one cluster: the variance cannot be estimated
+        est = sub.assign(_y1=sub["_y"] * i1, _y2=sub["_y"] * i2).groupby(keys, sort=True, observed=True)[
+            ["_y1", "_n1", "_y2", "_n2"]].sum()
+        tot = tot.join(est)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e1, e2 = tot["_y1"] / tot["_n1"], tot["_y2"] / tot["_n2"]
+            v = tot["v"].to_numpy()
+            df = np.where(v > 0, np.minimum(v**2 / tot["v2"].to_numpy(), tot["g1_big"].to_numpy()),
+                          tot["g1"].to_numpy().astype(float))
+            df = np.where(np.isfinite(v) & (df > 0), df, np.nan)
+            diff = scale * (e1 - e2).to_numpy()
+            se = scale * np.sqrt(v)
+            half = t_crit(df) * se
+            tstat = diff / se
+            p = 2 * stats.t.sf(np.abs(tstat), df)
+        part = tot.index.to_frame(index=False) if by else pd.DataFrame(index=range(len(tot)))
+        part["contrast"], part["level"], part["reference"], part["statistic"] = name, lev, ref, label
+        part["estimate"], part["se"], part["ci_low"], part["ci_high"] = diff, se, diff - half, diff + half
+        part["df"], part["t"], part["p"] = df, tstat, p
+        part["estimate_level"], part["estimate_reference"] = scale * e1.to_numpy(), scale * e2.to_numpy()
+        part["n_level"], part["n_reference"] = tot["_n1"].to_numpy().astype("int64"), tot["_n2"].to_numpy().astype("int64")
+        part["n_clusters"] = tot["g"].to_numpy().astype("int64")
+        rows.append(part)
+    out = pd.concat(rows, ignore_index=True)
+    out["p_adj"] = _reference_adjust(out, by, adjust, alpha) if adjust else out["p"]
+    out["adjust"] = adjust
+    out["cluster"] = cluster
+    out["strata"] = strata_text
+    out["method"] = "linearisation (ratio estimator) with cluster totals, t with design df"
+    order = by + ["contrast", "level", "reference", "statistic", "estimate", "se", "ci_low", "ci_high", "df", "t", "p",
+                  "p_adj", "adjust", "estimate_level", "estimate_reference", "n_level", "n_reference", "n_clusters",
+                  "cluster", "strata", "method"]
+    return out[order]
+
+
+def _reference_compare(data, statistic=None, between="site_id", cluster="employee_id", reference="rest", by=None,
+                       strata="auto", alpha=0.05, adjust="holm"):
+    who = "compare"
+    by = [] if by is None else ([by] if isinstance(by, str) else list(by))
+    if statistic is not None:
+        return _reference_compare_one(data, statistic, between, cluster, reference, by, strata, alpha, adjust, who)
+    lead = [c for c in ("side", "metric") if c in data.columns]
+    parts = []
+    for metric in pd.unique(data["metric"].dropna()):
+        sub = data[data["metric"] == metric]
+        parts.append(_reference_compare_one(sub, _METRIC_STATISTIC[metric], between, cluster, reference, lead + by,
+                                            strata, alpha, adjust, who))
+    return pd.concat(parts, ignore_index=True)
+# ------------------------------------------------------------------------ end of the reference implementation
+
+
+def _random_design(seed: int, *, shared: bool, reps: int = 1, one_cluster_site: bool = False,
+                   float_levels: bool = False) -> pd.DataFrame:
+    """Per-cluster sufficient statistics of a random study (0-10 answers, agent effects).
+
+    Sites have unequal numbers of agents (2-7; optionally one site with a single agent, whose
+    stratum has no variance); agents sit in teams of 1-3; ``shared``: the same agents answer in
+    3-5 waves, each agent missing from some waves; ``reps``: independent groups (a ``rep``
+    column, plus a ``half`` column splitting them); some clusters come as two rows, some rows
+    have no answers (n = 0).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    n_waves = int(rng.integers(3, 6)) if shared else 1
+    for rep in range(reps):
+        n_sites = int(rng.integers(3, 6))
+        for s in range(n_sites):
+            n_agents = 1 if (one_cluster_site and s == 1) else int(rng.integers(2, 8))
+            for a in range(n_agents):
+                agent_effect = rng.normal(0, 0.8)
+                for w in range(1, n_waves + 1):
+                    if shared and n_waves > 1 and rng.random() < 0.15:
+                        continue  # this agent was not rated in this wave
+                    k = int(rng.poisson(6)) + (0 if rng.random() < 0.1 else 1)
+                    ans = np.clip(np.round(7.5 + 0.4 * s + agent_effect + rng.normal(0, 2, k)), 0, 10)
+                    pieces = [ans[: k // 2], ans[k // 2:]] if rng.random() < 0.2 else [ans]
+                    for piece in pieces:
+                        rows.append({
+                            "rep": rep, "half": rep % 2, "site_id": f"S{s + 1:02d}",
+                            "wave": (w + 0.5) if float_levels else w,
+                            "team_id": f"T{s + 1:02d}{a // 3}", "employee_id": f"E{s + 1:02d}{a:02d}",
+                            "n": len(piece), "sum": float(piece.sum()), "sum_sq": float((piece**2).sum()),
+                            "n_promoters": float((piece >= 9).sum()), "n_detractors": float((piece <= 6).sum()),
+                            "n_top": float((piece >= 8).sum()),
+                        })
+    st = pd.DataFrame(rows)
+    if reps == 1:
+        st = st.drop(columns=["rep", "half"])
+    return st.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # row order must not matter
+
+
+def _assert_same(new: pd.DataFrame, ref: pd.DataFrame) -> None:
+    assert list(new.columns) == list(ref.columns)
+    assert len(ref) > 0
+    pd.testing.assert_frame_equal(new, ref, check_exact=False, rtol=1e-12, atol=1e-12)
+
+
+_SITE_CASES = [
+    # (seed, statistic, reference, by, strata, adjust, cluster, one-cluster site)
+    (1, "mean", "rest", None, "auto", "holm", "employee_id", False),
+    (2, "net", "pairs", None, "auto", "holm", "employee_id", True),
+    (3, "top_box", "first", None, "auto", "bonferroni", "team_id", False),
+    (4, "mean", "previous", None, None, None, "employee_id", True),
+    (5, "net", "S02", None, "auto", "fdr_bh", "employee_id", False),
+    (6, "top_box", "rest", "rep", "auto", "holm", "employee_id", True),
+    (7, "mean", "pairs", ["half", "rep"], "auto", "holm", "team_id", False),
+    (8, "net", "rest", "rep", None, "holm", "employee_id", False),
+]
+
+
+@pytest.mark.parametrize("seed, statistic, reference, by, strata, adjust, cluster, one", _SITE_CASES)
+def test_vectorised_compare_equals_the_per_contrast_original_between_sites(
+        seed, statistic, reference, by, strata, adjust, cluster, one):
+    st = _random_design(seed, shared=False, reps=3 if by else 1, one_cluster_site=one)
+    kw = dict(between="site_id", cluster=cluster, reference=reference, by=by, strata=strata, adjust=adjust)
+    ref = _reference_compare(st, statistic, **kw)
+    if one and strata == "auto":
+        assert ref["se"].isna().any()  # the one-agent site is a stratum with no variance
+    _assert_same(compare(st, statistic, **kw), ref)
+
+
+_WAVE_CASES = [
+    # (seed, statistic, reference, by, strata, adjust, float wave labels)
+    (11, "mean", "previous", None, "auto", "holm", False),
+    (12, "net", "first", None, "site_id", "holm", False),
+    (13, "top_box", "pairs", None, None, "holm", True),
+    (14, "mean", "rest", "site_id", "auto", "holm", False),
+    (15, "net", 2, "rep", "site_id", "sidak", False),
+    (16, "top_box", "previous", ["rep", "site_id"], "auto", None, False),
+    (17, "mean", "pairs", "rep", "team_id", "holm", True),
+]
+
+
+@pytest.mark.parametrize("seed, statistic, reference, by, strata, adjust, flt", _WAVE_CASES)
+def test_vectorised_compare_equals_the_per_contrast_original_between_waves(
+        seed, statistic, reference, by, strata, adjust, flt):
+    by_list = [by] if isinstance(by, str) else list(by or [])
+    st = _random_design(seed, shared=True, reps=2 if "rep" in by_list else 1, one_cluster_site=seed % 2 == 0,
+                        float_levels=flt)
+    if flt and reference == 2:
+        reference = 2.5
+    kw = dict(between="wave", cluster="employee_id", reference=reference, by=by, strata=strata, adjust=adjust)
+    _assert_same(compare(st, statistic, **kw), _reference_compare(st, statistic, **kw))
+
+
+@pytest.mark.parametrize("between, reference, by", [("site_id", "rest", None), ("wave", "previous", None),
+                                                     ("wave", "pairs", "site_id")])
+def test_vectorised_compare_equals_the_original_for_every_metric_of_a_mirror_table(between, reference, by):
+    # statistic=None: one comparison per metric and side, the statistic taken from the metric
+    parts = []
+    for i, (side, metric, cl) in enumerate([("CX", "NPS", "employee_id"), ("CX", "CSAT", "employee_id"),
+                                            ("CX", "CES", "employee_id"), ("EX", "eNPS", "team_id"),
+                                            ("EX", "eSat", "team_id"), ("EX", "EES", "team_id")]):
+        st = _random_design(30 + i, shared=between == "wave")
+        parts.append(st.assign(side=side, metric=metric))
+    st = pd.concat(parts, ignore_index=True)
+    kw = dict(between=between, cluster="employee_id", reference=reference, by=by)
+    _assert_same(compare(st, **kw), _reference_compare(st, **kw))
+
+
+def test_vectorised_compare_equals_the_original_with_missing_group_keys_and_categories():
+    # rows whose group (by) key is missing take part in no contrast; categorical keys keep their dtype
+    st = _random_design(41, shared=True, reps=3)
+    st.loc[st.index[:15], "rep"] = np.nan
+    st["site_id"] = st["site_id"].astype("category")
+    for kw in (dict(between="wave", reference="previous", by="rep"),
+               dict(between="wave", reference="rest", by=["site_id", "rep"], strata=None),
+               dict(between="site_id", reference="pairs", by=["wave", "rep"])):
+        _assert_same(compare(st, "net", **kw), _reference_compare(st, "net", **kw))
+
+
+# --------------------------------------------------------------------------- metric_from_cluster_stats: vectorised == the original
+# REFERENCE IMPLEMENTATION, NOT PROJECT CODE. `_reference_metric_from_cluster_stats` is a verbatim copy of the body
+# of `cxex_lab.metrics.metric_from_cluster_stats` before it was rewritten on integer codes and np.bincount (commit
+# bbcd0ea: pandas groupbys and transforms). It is kept only as the reference the rewrite must reproduce; the
+# helpers it calls were not changed.
+from cxex_lab.metrics import (  # noqa: E402
+    STATISTICS,
+    _DEFAULT_METHOD,
+    _METHODS,
+    _as_list,
+    _check_alpha,
+    _check_method,
+)
+
+
+def _reference_metric_from_cluster_stats(data, statistic, by=None, cluster="employee_id", alpha=0.05, method=None):
+    who = "metric_from_cluster_stats"
+    alpha = _check_alpha(alpha)
+    by = _as_list(by)
+    if statistic not in STATISTICS:
+        raise ValueError(f"{who}: statistic must be one of {list(STATISTICS)}, got {statistic!r}")
+    method = _DEFAULT_METHOD[statistic] if method is None else method
+    _check_method(method, _METHODS[statistic], {"net": "a net score", "top_box": "a proportion", "mean": "a mean"}[statistic])
+    _check_stats(data, statistic, by + ([cluster] if cluster else []), who)
+    label, _, scale = STATISTICS[statistic]
+    y, yy = _scores(data, statistic)
+    d = pd.DataFrame({c: data[c].to_numpy() for c in by + ([cluster] if cluster else [])})
+    d["_n"], d["_y"], d["_yy"] = data["n"].to_numpy(float), y, yy
+    if statistic == "net":
+        d["_pro"], d["_det"] = data["n_promoters"].to_numpy(float), data["n_detractors"].to_numpy(float)
+    has_sum = "sum" in data.columns and data["sum"].notna().all()
+    if statistic == "top_box" and has_sum:
+        d["_sum"] = data["sum"].to_numpy(float)
+    keys = by if by else ["_all"]
+    if not by:
+        d["_all"] = 0
+    if cluster:  # one row per group x cluster
+        d = d.groupby(keys + [cluster], sort=False, dropna=False, observed=True).sum().reset_index()
+    d = d[d["_n"] > 0]
+    g = d.groupby(keys, sort=True, dropna=False, observed=True)
+    tot = g[[c for c in d.columns if c.startswith("_") and c != "_all"]].sum()
+    big_n = tot["_n"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = tot["_y"].to_numpy() / big_n
+        if statistic == "mean":
+            v0 = (tot["_yy"].to_numpy() - big_n * r**2) / ((big_n - 1) * big_n)
+            v0 = np.where(big_n >= 2, np.maximum(v0, 0.0), np.nan)
+        else:
+            v0 = np.maximum(tot["_yy"].to_numpy() / big_n - r**2, 0.0) / big_n
+        if cluster:
+            r_row = g["_y"].transform("sum").to_numpy() / g["_n"].transform("sum").to_numpy()
+            resid2 = pd.Series((d["_y"].to_numpy() - r_row * d["_n"].to_numpy()) ** 2, index=d.index)
+            ssz = resid2.groupby([d[k] for k in keys], sort=True, dropna=False, observed=True).sum().to_numpy()
+            n_cl = g.size().to_numpy().astype(float)
+            v = np.where(n_cl >= 2, n_cl / (n_cl - 1) * ssz / big_n**2, np.nan)
+            df = np.where(n_cl >= 2, n_cl - 1, np.nan)
+            deff = np.where(v0 > 0, v / v0, np.nan)
+        else:
+            n_cl = big_n.astype(float)
+            v = v0
+            df = np.where(big_n >= 2, big_n - 1, np.nan) if statistic == "mean" else np.full(len(big_n), np.inf)
+            deff = np.ones(len(big_n))
+        d_floor = np.where(np.isfinite(deff), np.maximum(deff, 1.0), 1.0)
+        n_eff = big_n / d_floor
+        se = np.sqrt(v)
+        if statistic == "mean":
+            half = stats.t.ppf(1 - alpha / 2, df) * se
+            lo, hi = r - half, r + half
+        else:
+            z = stats.norm.ppf(1 - alpha / 2)
+            m = n_eff * (z / stats.t.ppf(1 - alpha / 2, df)) ** 2 if cluster else big_n.astype(float)
+            if statistic == "net":
+                p_pro, p_det = tot["_pro"].to_numpy() / big_n, tot["_det"].to_numpy() / big_n
+                lo, hi = net_score_ci(p_pro * m, p_det * m, m, alpha, method)
+            else:
+                lo, hi = proportion_ci(r * m, m, alpha, method)
+            bad = ~np.isfinite(m)
+            lo, hi = np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+    out = tot.index.to_frame(index=False) if by else pd.DataFrame(index=range(len(tot)))
+    out["statistic"] = label
+    out["estimate"] = scale * r
+    out["se"] = scale * se
+    out["ci_low"] = scale * np.asarray(lo, dtype=float)
+    out["ci_high"] = scale * np.asarray(hi, dtype=float)
+    out["n"] = big_n.astype("int64")
+    out["n_clusters"] = n_cl.astype("int64")
+    out["deff"] = deff
+    out["n_eff"] = n_eff
+    out["df"] = df
+    out["method"] = method
+    out["cluster"] = cluster
+    if statistic == "net":
+        out["promoters"] = tot["_pro"].to_numpy() / big_n
+        out["passives"] = 1 - (tot["_pro"].to_numpy() + tot["_det"].to_numpy()) / big_n
+        out["detractors"] = tot["_det"].to_numpy() / big_n
+    elif statistic == "top_box" and has_sum:
+        out["mean"] = tot["_sum"].to_numpy() / big_n
+    return out.reset_index(drop=True)
+
+# ------------------------------------------------------------------------ end of the reference implementation
+
+
+def _random_cluster_stats(seed: int, *, keys: int, zero_rows: bool = True) -> pd.DataFrame:
+    """Per-cluster statistics of random 0-10 answers: unequal clusters (1 to 6 per group, so some groups have a
+    single cluster), clusters split over two rows, rows without answers, a missing group key, teams over agents."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(int(rng.integers(2, 5))):
+        for w in (1, 2, 3):
+            for a in range(int(rng.integers(1, 7))):
+                k = int(rng.poisson(5)) + (0 if (zero_rows and rng.random() < 0.1) else 1)
+                ans = np.clip(np.round(7 + 0.5 * s + rng.normal(0, 2.5, k)), 0, 10)
+                pieces = [ans[: k // 2], ans[k // 2:]] if rng.random() < 0.2 else [ans]
+                for piece in pieces:
+                    rows.append({"site_id": f"S{s}", "wave": w, "employee_id": f"E{s}{a}", "team_id": f"T{s}{a // 2}",
+                                 "n": len(piece), "sum": float(piece.sum()), "sum_sq": float((piece**2).sum()),
+                                 "n_promoters": float((piece >= 9).sum()), "n_detractors": float((piece <= 6).sum()),
+                                 "n_top": float((piece >= 8).sum())})
+    rows.append({"site_id": "S9", "wave": 1, "employee_id": "E90", "team_id": "T90", "n": 4, "sum": 30.0,
+                 "sum_sq": 246.0, "n_promoters": 2.0, "n_detractors": 1.0, "n_top": 2.0})  # 10, 9, 7, 4: one cluster
+    rows.append({"site_id": "S8", "wave": 1, "employee_id": "E80", "team_id": "T80", "n": 0, "sum": 0.0,
+                 "sum_sq": 0.0, "n_promoters": 0.0, "n_detractors": 0.0, "n_top": 0.0})  # no answers: no output row
+    st = pd.DataFrame(rows)
+    if keys:
+        st.loc[st.sample(3, random_state=seed).index, "wave"] = np.nan  # a missing key is a group of its own
+    return st.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("statistic, method", [("net", "adjusted_wald"), ("net", "wald"), ("top_box", "wilson"),
+                                               ("top_box", "agresti_coull"), ("top_box", "wald"), ("mean", "t")])
+@pytest.mark.parametrize("by, cluster", [(None, "employee_id"), (None, None), ("site_id", "team_id"),
+                                         (["site_id", "wave"], "employee_id"), (["wave", "site_id"], None),
+                                         ("wave", "employee_id")])
+def test_vectorised_metric_from_cluster_stats_equals_the_original(statistic, method, by, cluster):
+    seed = 100 + len(str(by)) + 7 * len(str(cluster)) + len(method)
+    st = _random_cluster_stats(seed, keys=len(_as_list(by)))
+    kw = dict(by=by, cluster=cluster, alpha=0.1 if method == "wald" else 0.05, method=method)
+    ref = _reference_metric_from_cluster_stats(st, statistic, **kw)
+    assert len(ref) > 0 and "S8" not in set(ref.get("site_id", []))
+    if cluster and "site_id" in _as_list(by):
+        assert ref["se"].isna().any() and ref["se"].notna().any()  # site S9 rests on one cluster
+    pd.testing.assert_frame_equal(metric_from_cluster_stats(st, statistic, **kw), ref, check_exact=False,
+                                  rtol=1e-12, atol=1e-12)
+    if statistic == "top_box":  # without the sum column: no mean column
+        st2 = st.drop(columns="sum")
+        pd.testing.assert_frame_equal(metric_from_cluster_stats(st2, statistic, **kw),
+                                      _reference_metric_from_cluster_stats(st2, statistic, **kw),
+                                      check_exact=False, rtol=1e-12, atol=1e-12)
+
+
+def test_vectorised_holm_equals_statsmodels_in_every_family():
+    # 60 families of 1 to 12 p-values, with ties and missing p-values, in shuffled order
+    from cxex_lab.metrics import _adjust
+
+    rng = np.random.default_rng(7)
+    fam = rng.permutation(np.repeat(np.arange(60), rng.integers(1, 13, 60)))
+    p = np.round(rng.beta(0.5, 2.0, len(fam)), 2)
+    p[rng.random(len(fam)) < 0.05] = np.nan
+    got = _adjust(None, ["family"], "holm", 0.05, fam=fam, p=p)
+    want = np.full(len(p), np.nan)
+    for f in np.unique(fam):
+        sel = (fam == f) & ~np.isnan(p)
+        if sel.any():
+            want[sel] = multipletests(p[sel], method="holm")[1]
+    np.testing.assert_allclose(got, want, rtol=1e-15, atol=0)
+    # the same through a table's `by` columns
+    tab = pd.DataFrame({"family": fam, "p": p})
+    np.testing.assert_allclose(_adjust(tab, ["family"], "holm", 0.05), want, rtol=1e-15, atol=0)
