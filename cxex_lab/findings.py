@@ -581,10 +581,10 @@ _CX_LABEL = {"csat": "CSAT", "nps": "NPS", "ces": "CES"}
 _LEVEL_WORD = {"team_id": ("team", "teams"), "site_id": ("site", "sites")}
 #: Short readings of :func:`cxex_lab.agreement.agreement`'s verdicts (table cells).
 _AGG_SHORT = {
-    "supported": "supported: members agree, means reliable",
-    "reliable means, members disagree": "ICC(2) and r_wg disagree: means reliable, members differ",
-    "members agree, unreliable means": "ICC(2) and r_wg disagree: members agree, means unreliable",
-    "not supported": "not supported: members differ, means unreliable",
+    "supported": "supported: agree, reliable",
+    "reliable means, members disagree": "disagree: means reliable, members differ",
+    "members agree, unreliable means": "disagree: members agree, means unreliable",
+    "not supported": "not supported: differ, unreliable",
     "undetermined": "could not be determined",
 }
 _NULL_WORD = {"uniform": "a uniform null", "slight_skew": "a slightly skewed null",
@@ -1133,7 +1133,7 @@ def _quiet():
 
 
 # =========================================================================== 04 drivers
-_TP_LABEL = {"tp_pip": "Performance-improvement plan", "tp_post_training_support": "Post-training support"}
+_TP_LABEL = {"tp_pip": "Improvement plan (PIP)", "tp_post_training_support": "Post-training support"}
 
 
 def _tp_label(col: str) -> str:
@@ -1225,13 +1225,13 @@ def _ranking_check(weights: pd.DataFrame, true_w: Mapping[str, float], side: str
                 f"{_tp_label(a)} (true {wa:.2f}) ranks below {_tp_label(b)} (true {wb:.2f})" for a, b, wa, wb in neighbours))
         others = [s for s in swaps if s not in neighbours]
         if others:
-            parts.append("further apart: " + "; ".join(
-                f"{_tp_label(a)} (true {wa:.2f}) below {_tp_label(b)} (true {wb:.2f})" for a, b, wa, wb in others))
+            parts.append(f"{len(others)} {'more pair is' if len(others) == 1 else 'more pairs are'} out of order "
+                         "further apart")
         if below_zero:
-            parts.append("touchpoints that matter rank at or below one that does not: " + "; ".join(
-                f"{_tp_label(a)} below {_tp_label(z)} (true 0)" for a, z in below_zero))
-        notes.append(f"Truth check (simulated data), {lab}: the ranking of the true touchpoint weights is not "
-                     f"recovered (Spearman correlation with the true weights {rho:.2f}); " + "; ".join(parts)
+            parts.append("touchpoints with an effect rank at or below one without: " + "; ".join(
+                f"{_tp_label(a)} ranks at or below {_tp_label(z)} (true 0)" for a, z in below_zero))
+        notes.append(f"Truth check (simulated data), {lab}: the order of the true touchpoint effects is not "
+                     f"recovered (Spearman correlation {rho:.2f}): " + "; ".join(parts)
                      + ". With an R² this small the CX-side weights are noisy: read the ranking in broad groups.")
     if false_pos:
         notes.append(f"Truth check (simulated data), {lab}: touchpoint(s) with a true weight of 0 beat the random "
@@ -1244,6 +1244,26 @@ def _ranking_check(weights: pd.DataFrame, true_w: Mapping[str, float], side: str
                "neighbour_swaps": len(neighbours), "zeros_beating_random": len(false_pos),
                "nonzero_not_beating_random": len(missed), "has_test": has_test}
     return table, notes, summary
+
+
+def _weights_wide(weights: pd.DataFrame) -> pd.DataFrame:
+    """One row per touchpoint (largest CX-side share first): each side's share with its interval, and the test."""
+    from cxex_lab.present import fmt_estimate
+
+    out = pd.DataFrame({"touchpoint": list(dict.fromkeys(weights["touchpoint"]))})
+    for side in ("CX", "EX"):
+        w = weights[weights["side"] == side].set_index("touchpoint")
+        if not len(w):
+            continue
+        s = side.lower()
+        out[f"{s}_share"] = out["touchpoint"].map(
+            {t: fmt_estimate(r.estimate, r.ci_low, r.ci_high) for t, r in w.iterrows()})
+        out[f"{s}_pct_of_r2"] = out["touchpoint"].map(w["pct_of_r2"]).astype(float)
+        out[f"{s}_beats_random"] = out["touchpoint"].map(w["beats_random"]).astype("boolean")
+        out[f"_{s}"] = out["touchpoint"].map(w["estimate"]).astype(float)
+    by = "_cx" if "_cx" in out.columns else "_ex"
+    return out.sort_values(by, ascending=False).drop(columns=[c for c in ("_cx", "_ex") if c in out.columns]
+                                                     ).reset_index(drop=True)
 
 
 def drivers(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed: int = 0, alpha: float = 0.05,
@@ -1287,10 +1307,12 @@ def drivers(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed: int
         answer; rows are employee-waves) and ``cx`` (the mean CSAT of the
         interactions the employee handled in the period after the survey, on
         the same items; employee x wave panel). All descriptive.
-        ``details``: ``weights`` (both sides: % of variance, % of R²,
-        ``beats_random``), ``r2`` (R² and the random variable's weight),
-        ``items`` (which touchpoint items were asked in which waves),
-        ``truth_ranking`` and ``truth_summary`` (simulated data).
+        ``details``: ``weights`` (tidy, both sides: % of variance with its
+        interval, % of R², ``beats_random``), ``by_touchpoint`` (the same for
+        reading: one row per touchpoint, both sides), ``r2`` (R² in % and the
+        random variable's weight), ``items`` (which touchpoint items were
+        asked in which waves), ``truth_ranking`` (true effect and rank beside
+        each side's estimated rank) and ``truth_summary`` (simulated data).
 
     Notes
     -----
@@ -1414,7 +1436,15 @@ def drivers(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed: int
     if len(weights):
         weights["beats_random"] = weights["beats_random"].astype("boolean")
     details["weights"] = weights
-    details["r2"] = pd.DataFrame(r2_rows)
+    r2_tab = pd.DataFrame(r2_rows)
+    if len(r2_tab):
+        from cxex_lab.present import fmt_estimate
+
+        r2_tab["noise"] = [fmt_estimate(e, lo, hi, 2) for e, lo, hi in
+                           zip(r2_tab["random_weight"], r2_tab["random_ci_low"], r2_tab["random_ci_high"])]
+    details["r2"] = r2_tab
+    if len(weights):
+        details["by_touchpoint"] = _weights_wide(weights)
 
     # the key finding: the top CX-side touchpoints that beat random
     cxw = weights[weights["side"] == "CX"].sort_values("estimate", ascending=False)
@@ -1466,7 +1496,15 @@ def drivers(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed: int
             tabs.append(t)
             summ.append(s_)
             notes += n_
-        details["truth_ranking"] = pd.concat(tabs, ignore_index=True)
+        long = pd.concat(tabs, ignore_index=True)
+        wide = long[long["side"] == long["side"].iloc[0]][["touchpoint", "true_weight", "true_rank"]].reset_index(drop=True)
+        for side in ("CX", "EX"):
+            part = long[long["side"] == side].set_index("touchpoint")
+            if len(part):
+                wide[f"{side.lower()}_rank"] = wide["touchpoint"].map(part["est_rank"])
+                if "beats_random" in part.columns:
+                    wide[f"{side.lower()}_beats_random"] = wide["touchpoint"].map(part["beats_random"]).astype("boolean")
+        details["truth_ranking"] = wide.sort_values(["true_rank", "touchpoint"]).reset_index(drop=True)
         details["truth_summary"] = pd.DataFrame(summ)
     first = [r["key"] for r in rows if r["key"].startswith("drivers.cx.share.") and r.get("headline")]
     order = first + ["drivers.cx.r2", "drivers.ex.r2"]

@@ -492,7 +492,8 @@ def agreement_by_wave(df: pd.DataFrame, *, wave: str = "wave", series: Sequence[
 def linked_views(company: pd.DataFrame, by_answer: pd.DataFrame, *, x: str = "esat", y: str = "csat",
                  wave: str = "wave", company_x: str | None = None, company_y: str | None = None,
                  xlabel: str = "eSat answer (1-5)", ylabel: str = "Mean CSAT (1-5), following period",
-                 r_company: float | None = None, r_linked: float | None = None, alt: str | None = None) -> Chart:
+                 r_company: float | None = None, r_linked: float | None = None,
+                 correlations: pd.DataFrame | None = None, alt: str | None = None) -> Chart:
     """The naive company-level view beside the linked one, without showing any individual.
 
     Left: one point per wave, the wave's mean EX against the mean CX of its
@@ -500,8 +501,16 @@ def linked_views(company: pd.DataFrame, by_answer: pd.DataFrame, *, x: str = "es
     the employee-waves that gave each EX answer, with its 95% interval
     (``by_answer``: columns ``x``, ``estimate``, ``ci_low``, ``ci_high``;
     suppressed answers, with a missing estimate, are not drawn). ``r_company``
-    and ``r_linked`` (the correlations from the findings) go into the titles.
+    and ``r_linked`` (the correlations from the findings) go into the titles;
+    or ``correlations`` (``findings.linkage(...).details["correlations"]``:
+    ``view``, ``estimate``) gives them (views starting "Company" and "Linked").
     """
+    if correlations is not None and {"view", "estimate"} <= set(correlations.columns):
+        views = correlations.assign(_v=correlations["view"].astype(str))
+        comp = views[views["_v"].str.startswith("Company")]
+        link = views[views["_v"].str.startswith("Linked")]
+        r_company = float(comp["estimate"].iloc[0]) if r_company is None and len(comp) else r_company
+        r_linked = float(link["estimate"].iloc[0]) if r_linked is None and len(link) else r_linked
     cx_, cy_ = company_x or f"{x}_mean", company_y or f"{y}_mean"
     _check_columns(company, (wave, cx_, cy_), "linked_views (company)")
     _check_columns(by_answer, (x, "estimate", "ci_low", "ci_high"), "linked_views (by_answer)")

@@ -722,8 +722,9 @@ def table_html(df: pd.DataFrame, *, title: str | None = None, note: str | None =
 
 
 def show_table(df: pd.DataFrame, *, title: str | None = None, note: str | None = None, **fmt: Any) -> None:
-    """Display a table for reading (see :func:`table_html` and :func:`format_table`)."""
-    t = format_table(df, **fmt)
+    """Display a table for reading (see :func:`table_html` and :func:`format_table`; ``max_chars`` goes to
+    :func:`fit_width`)."""
+    t = format_table(df, **{k: v for k, v in fmt.items() if k != "max_chars"})
     _display_html(table_html(df, title=title, note=note, **fmt), t.to_string(index=False))
 
 

@@ -58,8 +58,6 @@ NBCONVERT_PLACEHOLDER_ALT = "No description has been provided for this image"
 REAL_SET_PENDING: dict[str, str] = {
     "01_data_quality": "no Key findings section; 1 figure without alt text (plt.show)",
     "02_metric_mirror": "no Key findings section; 2 figures without alt text (plt.show)",
-    "03_linkage": "stderr warning (obj.round has no effect with datetime); no Key findings section",
-    "04_touchpoint_drivers": "no Key findings section; 2 figures without alt text (plt.show)",
     "05_service_profit_chain": "forest plot without units (warning on stderr); no Key findings section",
     "06_direction": "forest plot without units (warning on stderr); raw fit dict printed",
     "07_vicious_circle": "raw dict printed; no Key findings section",

@@ -108,8 +108,8 @@ def test_recovery_without_halo():
     assert set(ex["term"].head(2)) == {"tp_daily_work", "tp_coaching"}
     tr = f.details["truth_ranking"]
     truth = s.truth["derived"]["drivers"]
-    assert dict(zip(tr.loc[tr["side"] == "EX", "touchpoint"].map(findings._tp_label), tr.loc[tr["side"] == "EX", "true_weight"])) \
-        == {findings._tp_label(k): v for k, v in truth.items()}
+    assert dict(zip(tr["touchpoint"], tr["true_weight"])) == {findings._tp_label(k): v for k, v in truth.items()}
+    assert {"cx_rank", "ex_rank", "cx_beats_random", "ex_beats_random"} <= set(tr.columns)
 
 
 def test_truth_check_compares_rankings_and_says_when_they_fail():
@@ -124,14 +124,14 @@ def test_truth_check_compares_rankings_and_says_when_they_fail():
     fp = ok.assign(estimate=[9.0, 6.0, 0.05, 0.1], beats_random=[True, True, False, True])
     _, notes, summ = findings._ranking_check(fp, true_w, "CX")
     assert summ["zeros_beating_random"] == 1 and summ["nonzero_not_beating_random"] == 1
-    assert any("C below Z (true 0)" in n for n in notes) and any("true weight of 0 beat the random variable: Z" in n
+    assert any("C ranks at or below Z (true 0)" in n for n in notes) and any("true weight of 0 beat the random variable: Z" in n
                                                                 for n in notes)
 
 
 def test_truth_ranking_notes_follow_the_check(report):
     summ = report.details["truth_summary"].set_index("side")
     notes = " ".join(report.notes)
-    assert ("CX side (next-period CSAT): the ranking of the true touchpoint weights is not recovered" in notes) \
+    assert ("CX side (next-period CSAT): the order of the true touchpoint effects is not recovered" in notes) \
         == (not summ.loc["CX", "ranking_recovered"])
     assert report.truth is not None  # observed-scale truths are shown once the harness records them
 

@@ -48,6 +48,9 @@ def test_linked_views_panels_units_and_suppressed_answers():
     assert "r = 0.12" in left.get_title() and "r = 0.50" in right.get_title()
     assert len(right.get_xticks()) == 4  # the suppressed answer is not drawn
     assert "1 answer level(s) suppressed" in chart.alt and "correlation 0.50" in chart.alt
+    corr = pd.DataFrame({"view": ["Company level: wave means", "Linked: employee x wave"], "estimate": [0.3, 0.45]})
+    chart = plots.linked_views(company, by_answer, correlations=corr)
+    assert "r = 0.30" in chart.axes[0].get_title() and "r = 0.45" in chart.axes[1].get_title()
 
 
 def test_drivers_one_panel_per_side_filled_when_beating_random():
