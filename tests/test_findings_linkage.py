@@ -102,8 +102,9 @@ def test_keys_kinds_units_and_intervals(report):
         assert r.loc[k, "unit"] == "correlation (r)"
         assert r.loc[k, "ci_low"] < r.loc[k, "estimate"] < r.loc[k, "ci_high"]
         assert -1 <= r.loc[k, "ci_low"] and r.loc[k, "ci_high"] <= 1
-    assert r.loc["linkage.linked.corr", "n_clusters"] == 240 - 0 or r.loc["linkage.linked.corr", "n_clusters"] > 200
-    assert "employee" in r.loc["linkage.linked.corr", "method"]
+    # default: the bootstrap resamples teams (4 sites x 4 teams)
+    assert r.loc["linkage.linked.corr", "n_clusters"] == 16
+    assert "cluster bootstrap over teams" in r.loc["linkage.linked.corr", "method"]
     assert "teams" in r.loc["linkage.team.corr", "method"]
     # the company-level correlation rests on 4 waves: no interval, and it says why
     assert r.loc["linkage.company.corr", "n"] == 4
@@ -160,6 +161,20 @@ def test_cluster_bootstrap_equals_a_row_by_row_resampling():
         assert n_cl == codes.max() + 1
         assert ci["total"] == pytest.approx(tuple(np.percentile(reps, [2.5, 97.5])), rel=1e-9)
         assert point["total"] == pytest.approx(np.corrcoef(df["x"], df["y"])[0, 1])
+
+
+def test_employee_bootstrap_and_the_fallback_with_few_teams(ws):
+    by_emp = findings.linkage(ws, n_boot=200, cluster="employee_id").table.set_index("key")
+    assert by_emp.loc["linkage.linked.corr", "n_clusters"] > 200
+    assert "cluster bootstrap over employees" in by_emp.loc["linkage.linked.corr", "method"]
+    # one site of four teams: too few teams, the interval resamples employees and says so
+    f = findings.linkage(simulate_study(n_sites=1, n_employees=60, n_waves=3, seed=2), n_boot=100)
+    t = f.table.set_index("key")
+    assert "cluster bootstrap over employees" in t.loc["linkage.linked.corr", "method"]
+    assert np.isfinite(t.loc["linkage.linked.corr", "ci_low"])
+    assert any("resample employees instead of teams" in n for n in f.notes)
+    with pytest.raises(ValueError, match="cluster must be"):
+        findings.linkage(ws, cluster="site_id")
 
 
 def test_agreement_is_per_wave_and_not_pooled(ws, report):
