@@ -1494,8 +1494,9 @@ def drivers(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed: int
             notes.insert(1, f"This simulated study has a common-method halo (cm_halo = {cm:g}): one factor per survey "
                             "answer raises the reported eSat and every reported touchpoint rating, but not the ratings "
                             "that act on experience.")
-    notes.append("Relative weights are never negative, so their intervals never contain zero; whether a touchpoint may "
-                 "not matter at all is read from the random-reference test (beats random: yes / no).")
+    notes.append("Relative weights are never negative, so their intervals never contain zero and sit above zero even "
+                 "for a touchpoint that does not matter; whether a touchpoint may not matter at all is read from the "
+                 "random-reference test (beats random: yes / no), not from its interval.")
 
     # ------------------------------------------------------------------ truth check (simulated data): rankings
     truth = getattr(ws, "truth", None) or {}
