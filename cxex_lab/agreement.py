@@ -20,7 +20,10 @@ therefore works **per wave** (``wave=``): within a wave each person answers
 once, in the team they belong to (direct consensus composition, Chan 1998),
 and the table states the composition model it used in ``composition``.
 :func:`reliability` gives the same for the CX answers an agent receives
-(ICC(2) of agent-wave CX means). When ICC(2) and r_wg point different ways
+(ICC(2) of agent-wave CX means); :func:`reliability_from_sums` computes it from
+per-unit counts, sums and sums of squares (a database ``GROUP BY``, e.g.
+:meth:`cxex_lab.workspace.Workspace.cx_cluster_stats`), so the answers never
+need to be read into memory. When ICC(2) and r_wg point different ways
 the ``reading`` column says so in words, so reports can state it.
 """
 
@@ -33,7 +36,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["NULLS", "NULL_VARIANCES", "null_variance", "agreement", "reliability", "icc_oneway", "rwg"]
+__all__ = ["NULLS", "NULL_VARIANCES", "null_variance", "agreement", "reliability", "reliability_from_sums",
+           "icc_oneway", "icc_from_sums", "rwg"]
 
 #: Null (no-agreement) response distributions for r_wg.
 NULLS: tuple[str, ...] = ("uniform", "slight_skew", "moderate_skew", "heavy_skew", "triangular", "normal")
@@ -197,6 +201,91 @@ def icc_oneway(values: Any, groups: Any) -> dict[str, float]:
     return {
         "icc1": float(icc1), "icc2": float(icc2), "msb": msb, "msw": msw, "k": float(k), "F": float(f),
         "df_between": df_b, "df_within": df_w, "p": float(stats.f.sf(f, df_b, df_w)), "n_groups": g, "n": n,
+    }
+
+
+def icc_from_sums(n: Any, total: Any, total_sq: Any) -> dict[str, float]:
+    """ICC(1) and ICC(2) of the one-way random-effects ANOVA from per-group sufficient statistics.
+
+    The same numbers as :func:`icc_oneway`, from one row per group instead of
+    one row per answer: what a database ``GROUP BY`` returns (``count(x)``,
+    ``sum(x)``, ``sum(x*x)``), so the answers themselves are never read.
+
+    Parameters
+    ----------
+    n : array-like of int
+        Answers per group (groups with 0 answers are left out).
+    total : array-like of float
+        Sum of the answers of each group.
+    total_sq : array-like of float
+        Sum of the squared answers of each group.
+
+    Returns
+    -------
+    dict
+        ``icc1, icc2, msb, msw, k, F, df_between, df_within, p, n_groups, n``
+        (as :func:`icc_oneway`).
+
+    Raises
+    ------
+    ValueError
+        Arrays of different lengths, negative or non-whole counts, missing
+        sums, fewer than 2 groups with answers, or no group with 2 or more
+        answers.
+
+    Notes
+    -----
+    With :math:`n_g, S_g, Q_g` the count, sum and sum of squares of group g,
+    :math:`N = \\sum n_g` and :math:`S = \\sum S_g`:
+
+    .. math::
+
+        SSB = \\sum_g S_g^2 / n_g - S^2 / N, \\qquad
+        SSW = \\sum_g Q_g - \\sum_g S_g^2 / n_g
+
+    then MSB, MSW, k, ICC(1) and ICC(2) as in :func:`icc_oneway`. Checked
+    equal to :func:`icc_oneway` on the answers themselves (balanced and
+    unbalanced groups, ``tests/test_findings_linkage.py``).
+
+    Examples
+    --------
+    >>> r = icc_from_sums([3, 3, 3], [13, 7, 10], [57, 17, 34])
+    >>> round(r["icc1"], 4), round(r["icc2"], 4), round(r["F"], 4)
+    (0.7273, 0.8889, 9.0)
+    """
+    n_ = np.asarray(n, dtype="float64").ravel()
+    s_ = np.asarray(total, dtype="float64").ravel()
+    q_ = np.asarray(total_sq, dtype="float64").ravel()
+    if not (len(n_) == len(s_) == len(q_)):
+        raise ValueError(f"agreement: icc_from_sums needs one count, sum and sum of squares per group; got "
+                         f"{len(n_)} counts, {len(s_)} sums, {len(q_)} sums of squares")
+    bad = ~np.isfinite(n_) | (n_ < 0) | (n_ != np.round(n_))
+    if bad.any():
+        raise ValueError(f"agreement: icc_from_sums counts must be whole numbers >= 0; {int(bad.sum())} are not "
+                         f"(e.g. {n_[bad][:3].tolist()})")
+    keep = n_ > 0
+    if (~np.isfinite(s_[keep]) | ~np.isfinite(q_[keep])).any():
+        raise ValueError("agreement: icc_from_sums got a missing sum or sum of squares for a group with answers")
+    n_, s_, q_ = n_[keep], s_[keep], q_[keep]
+    g, n_all = len(n_), float(n_.sum())
+    if g < 2:
+        raise ValueError(f"agreement: need at least 2 groups with answers, found {g}")
+    if n_all - g < 1:
+        raise ValueError("agreement: every group has a single answer; the within-group variance is undefined")
+    between_sq = float((s_**2 / n_).sum())
+    ssb = max(between_sq - float(s_.sum()) ** 2 / n_all, 0.0)
+    ssw = max(float(q_.sum()) - between_sq, 0.0)
+    df_b, df_w = g - 1, int(n_all) - g
+    msb, msw = ssb / df_b, ssw / df_w
+    k = (n_all - float((n_**2).sum()) / n_all) / df_b
+    denom = msb + (k - 1) * msw
+    icc1 = (msb - msw) / denom if denom > 0 else np.nan
+    icc2 = (msb - msw) / msb if msb > 0 else np.nan
+    f = msb / msw if msw > 0 else np.inf
+    return {
+        "icc1": float(icc1), "icc2": float(icc2), "msb": msb, "msw": msw, "k": float(k), "F": float(f),
+        "df_between": df_b, "df_within": df_w, "p": float(stats.f.sf(f, df_b, df_w)), "n_groups": g,
+        "n": int(n_all),
     }
 
 
@@ -627,18 +716,93 @@ def reliability(
             if (sizes < 2).all():
                 raise ValueError(f"reliability: every unit has a single answer, so the within-unit variance is undefined {where}")
             icc = icc_oneway(x[keep], sub.loc[keep, unit])
-            i1, i2 = icc["icc1"], icc["icc2"]
-            need = 0.7 * (1 - i1) / (0.3 * i1) if i1 > 0 else np.inf
-            level = "reliable" if i2 >= ICC2_BAR else "unreliable"
-            rows.append(
-                {
-                    **({wave: w} if wave is not None else {}),
-                    "value": v, "unit": unit, "icc1": i1, "icc2": i2, "k": icc["k"],
-                    "mean_answers": icc["n"] / icc["n_groups"], "n_units": int(icc["n_groups"]), "n": int(icc["n"]),
-                    "F": icc["F"], "p": icc["p"], "msb": icc["msb"], "msw": icc["msw"], "answers_for_070": need,
-                    "reading": (f"{unit} means of {v} are {level} (ICC(2) = {i2:.2f} at {icc['n'] / icc['n_groups']:.1f} "
-                                f"answers per {unit}; about {need:.0f} answers would give .70)"
-                                if np.isfinite(need) else f"{unit} means of {v} carry no {unit} signal (ICC(1) <= 0)"),
-                }
-            )
+            rows.append(_reliability_row(icc, v, unit, wave, w))
+    return pd.DataFrame(rows)
+
+
+def _reliability_row(icc: Mapping[str, float], v: str, unit: str, wave: str | None, w: Any) -> dict[str, Any]:
+    """One row of :func:`reliability` / :func:`reliability_from_sums` from a one-way ANOVA."""
+    i1, i2 = icc["icc1"], icc["icc2"]
+    need = 0.7 * (1 - i1) / (0.3 * i1) if i1 > 0 else np.inf
+    level = "reliable" if i2 >= ICC2_BAR else "unreliable"
+    return {
+        **({wave: w} if wave is not None else {}),
+        "value": v, "unit": unit, "icc1": i1, "icc2": i2, "k": icc["k"],
+        "mean_answers": icc["n"] / icc["n_groups"], "n_units": int(icc["n_groups"]), "n": int(icc["n"]),
+        "F": icc["F"], "p": icc["p"], "msb": icc["msb"], "msw": icc["msw"], "answers_for_070": need,
+        "reading": (f"{unit} means of {v} are {level} (ICC(2) = {i2:.2f} at {icc['n'] / icc['n_groups']:.1f} "
+                    f"answers per {unit}; about {need:.0f} answers would give .70)"
+                    if np.isfinite(need) else f"{unit} means of {v} carry no {unit} signal (ICC(1) <= 0)"),
+    }
+
+
+def reliability_from_sums(
+    stats: pd.DataFrame,
+    unit: str = "employee_id",
+    value: str | Sequence[str] = "csat",
+    wave: str | None = "wave",
+) -> pd.DataFrame:
+    """:func:`reliability` from per-unit sufficient statistics (no answer is read into memory).
+
+    Parameters
+    ----------
+    stats : DataFrame
+        One row per unit (and wave): for each value ``v`` the columns
+        ``<v>_n`` (answers), ``<v>_sum`` and ``<v>_sumsq`` (sum of squared
+        answers), as :meth:`cxex_lab.workspace.Workspace.cx_cluster_stats`
+        returns them with ``cluster="employee_id"`` (and ``period="wave"``).
+        Rows repeating a unit (within a wave) are added up.
+    unit : str
+        The unit column (default the agent, ``"employee_id"``).
+    value : str or list of str
+        Answer item(s) (``"csat"``, ``"nps"``, ``"ces"``).
+    wave : str or None
+        Wave (period) column: one row per wave (None: one row overall).
+
+    Returns
+    -------
+    DataFrame
+        The columns of :func:`reliability` (``[wave] value unit icc1 icc2 k
+        mean_answers n_units n F p msb msw answers_for_070 reading``), equal to
+        :func:`reliability` on the answers themselves
+        (``tests/test_findings_linkage.py``).
+
+    Raises
+    ------
+    ValueError
+        A missing column, fewer than 2 units with answers, or no unit with 2
+        answers (in a wave).
+
+    Examples
+    --------
+    >>> st = pd.DataFrame({"employee_id": list("abc"), "csat_n": [3, 3, 3], "csat_sum": [13.0, 7.0, 10.0],
+    ...                    "csat_sumsq": [57.0, 17.0, 34.0]})
+    >>> reliability_from_sums(st, wave=None)[["icc1", "icc2", "mean_answers", "n_units"]].round(3).to_dict("records")
+    [{'icc1': 0.727, 'icc2': 0.889, 'mean_answers': 3.0, 'n_units': 3}]
+    """
+    if not isinstance(stats, pd.DataFrame):
+        raise ValueError(f"reliability_from_sums: stats must be a DataFrame, got {type(stats).__name__}")
+    values = [value] if isinstance(value, str) else list(value)
+    need_cols = [unit] + ([wave] if wave is not None else []) + [f"{v}_{s}" for v in values for s in ("n", "sum", "sumsq")]
+    missing = [c for c in need_cols if c not in stats.columns]
+    if missing:
+        raise ValueError(f"reliability_from_sums: column(s) {missing} not found; available columns: "
+                         f"{list(stats.columns)} (per value v: v_n, v_sum, v_sumsq)")
+    keys = [wave, unit] if wave is not None else [unit]
+    d = stats[stats[unit].notna()]
+    d = d.groupby(keys, sort=True, dropna=True)[need_cols[len(keys):]].sum().reset_index()
+    waves = [None] if wave is None else sorted(d[wave].unique())
+    rows = []
+    for w in waves:
+        sub = d if w is None else d[d[wave] == w]
+        for v in values:
+            where = f"(unit column {unit!r}, value {v!r}" + (f", {wave} {w})" if w is not None else ")")
+            cnt = sub[f"{v}_n"].to_numpy(dtype="float64")
+            units = int((cnt > 0).sum())
+            if units < 2:
+                raise ValueError(f"reliability: need at least 2 units with answers, found {units} {where}")
+            if (cnt[cnt > 0] < 2).all():
+                raise ValueError(f"reliability: every unit has a single answer, so the within-unit variance is undefined {where}")
+            icc = icc_from_sums(cnt, sub[f"{v}_sum"], sub[f"{v}_sumsq"])
+            rows.append(_reliability_row(icc, v, unit, wave, w))
     return pd.DataFrame(rows)

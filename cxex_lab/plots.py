@@ -439,3 +439,168 @@ def _check_columns(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise ValueError(f"{what}: column(s) {missing} missing; the table has {list(df.columns)}")
+
+
+# --------------------------------------------------------------------------- reports 03 and 04 (track reports-a)
+
+__all__ += ["agreement_by_wave", "linked_views", "drivers"]
+
+_SERIES_LABEL = {"icc1": "ICC(1): share of variance between groups", "icc2": "ICC(2): reliability of a group mean",
+                 "rwg_uniform": "r_wg, uniform null", "rwg_slight_skew": "r_wg, slightly skewed null",
+                 "rwg_moderate_skew": "r_wg, moderately skewed null", "rwg_heavy_skew": "r_wg, heavily skewed null",
+                 "rwg_triangular": "r_wg, triangular null", "rwg_normal": "r_wg, normal null"}
+
+
+def agreement_by_wave(df: pd.DataFrame, *, wave: str = "wave", series: Sequence[str] | None = None,
+                      bar: float = 0.70, group: str = "team", item: str = "eSat", title: str | None = None,
+                      alt: str | None = None) -> Chart:
+    """Agreement and reliability indices per survey wave, against the usual bar.
+
+    ``df`` has one row per wave with the index columns (``icc1``, ``icc2``,
+    ``rwg_<null>``, all 0-1), as ``findings.linkage(...).details
+    ["agreement_by_wave"]``. One line per index; a dashed line marks ``bar``
+    (.70, the usual threshold for ICC(2) and r_wg). The y axis is the index
+    value (0-1).
+    """
+    cols = list(series) if series is not None else [c for c in df.columns if c in _SERIES_LABEL]
+    _check_columns(df, (wave, *cols), "agreement_by_wave")
+    if not cols:
+        raise ValueError(f"agreement_by_wave: no index column (icc1, icc2, rwg_<null>) in {list(df.columns)}")
+    d = df.sort_values(wave)
+    with style():
+        fig = _figure(figsize=(7.5, 3.6 + (0.3 if title else 0)), layout="constrained")
+        ax = fig.subplots()
+        styles = {"icc1": ":", "icc2": "-"}
+        for c in cols:
+            ax.plot(d[wave].astype(int), d[c].astype(float), marker="o", ls=styles.get(c, "--"), label=_SERIES_LABEL.get(c, c))
+        ax.axhline(bar, color=COLORS["reference"], ls="--", lw=1)
+        ax.annotate(f"usual bar ({bar:.2f})", (d[wave].astype(int).min(), bar), xytext=(2, 3), textcoords="offset points",
+                    fontsize=8.5, color=COLORS["reference"])
+        ax.set_xticks(sorted(d[wave].astype(int).unique()))
+        ax.set_xlabel("Survey wave")
+        ax.set_ylabel("Index value (0-1)")
+        ax.set_ylim(min(0.0, float(np.nanmin(d[cols].astype(float).to_numpy())) - 0.05), 1.0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        if title:
+            ax.set_title(title)
+    rng_txt = "; ".join(f"{_SERIES_LABEL.get(c, c)} from {_fmt(d[c].min())} to {_fmt(d[c].max())}" for c in cols)
+    text = alt or (f"Line chart of agreement indices for averaging {item} to {group} level, per survey wave "
+                   f"({len(d)} waves), with the usual bar of {bar:.2f} dashed: {rng_txt}.")
+    return Chart(fig, text)
+
+
+def linked_views(company: pd.DataFrame, by_answer: pd.DataFrame, *, x: str = "esat", y: str = "csat",
+                 wave: str = "wave", company_x: str | None = None, company_y: str | None = None,
+                 xlabel: str = "eSat answer (1-5)", ylabel: str = "Mean CSAT (1-5), following period",
+                 r_company: float | None = None, r_linked: float | None = None,
+                 correlations: pd.DataFrame | None = None, alt: str | None = None) -> Chart:
+    """The naive company-level view beside the linked one, without showing any individual.
+
+    Left: one point per wave, the wave's mean EX against the mean CX of its
+    period (labelled with the wave). Right: the linked view, the mean CX of
+    the employee-waves that gave each EX answer, with its 95% interval
+    (``by_answer``: columns ``x``, ``estimate``, ``ci_low``, ``ci_high``;
+    suppressed answers, with a missing estimate, are not drawn). ``r_company``
+    and ``r_linked`` (the correlations from the findings) go into the titles;
+    or ``correlations`` (``findings.linkage(...).details["correlations"]``:
+    ``view``, ``estimate``) gives them (views starting "Company" and "Linked").
+    """
+    if correlations is not None and {"view", "estimate"} <= set(correlations.columns):
+        views = correlations.assign(_v=correlations["view"].astype(str))
+        comp = views[views["_v"].str.startswith("Company")]
+        link = views[views["_v"].str.startswith("Linked")]
+        r_company = float(comp["estimate"].iloc[0]) if r_company is None and len(comp) else r_company
+        r_linked = float(link["estimate"].iloc[0]) if r_linked is None and len(link) else r_linked
+    cx_, cy_ = company_x or f"{x}_mean", company_y or f"{y}_mean"
+    _check_columns(company, (wave, cx_, cy_), "linked_views (company)")
+    _check_columns(by_answer, (x, "estimate", "ci_low", "ci_high"), "linked_views (by_answer)")
+    c = company.dropna(subset=[cx_, cy_])
+    b = by_answer.dropna(subset=["estimate"])
+    hidden = len(by_answer) - len(b)
+
+    def r_txt(r: float | None) -> str:
+        return "" if r is None or not np.isfinite(r) else f" (r = {r:.2f})"
+
+    with style():
+        fig = _figure(figsize=(9.5, 3.9), layout="constrained")
+        a0, a1 = fig.subplots(1, 2)
+        a0.scatter(c[cx_], c[cy_], color=COLORS["EX"], s=40)
+        for _, row in c.iterrows():
+            a0.annotate(f"wave {int(row[wave])}", (row[cx_], row[cy_]), xytext=(4, 3), textcoords="offset points",
+                        fontsize=8.5)
+        a0.set(title=f"Company level: {len(c)} wave means{r_txt(r_company)}", xlabel=f"Mean {xlabel}",
+               ylabel=ylabel)
+        err = np.vstack([b["estimate"] - b["ci_low"], b["ci_high"] - b["estimate"]])
+        a1.errorbar(b[x].astype(float), b["estimate"], yerr=err, fmt="o", capsize=3, ms=6, color=COLORS["CX"])
+        a1.plot(b[x].astype(float), b["estimate"], color=COLORS["CX"], lw=1, alpha=0.6)
+        a1.set(title=f"Linked: employee x wave{r_txt(r_linked)}", xlabel=xlabel, ylabel=ylabel)
+        a1.set_xticks(sorted(b[x].astype(float).unique()))
+    text = alt or (f"Two panels. Left: company level, {len(c)} points (one per wave), mean {xlabel} against "
+                   f"{ylabel}{', correlation ' + format(r_company, '.2f') if r_company is not None and np.isfinite(r_company) else ''}. "
+                   f"Right: linked view, {ylabel} for each {xlabel} with 95% intervals, from "
+                   f"{_fmt(b['estimate'].min()) if len(b) else '–'} to {_fmt(b['estimate'].max()) if len(b) else '–'}"
+                   f"{', correlation ' + format(r_linked, '.2f') if r_linked is not None and np.isfinite(r_linked) else ''}"
+                   + (f"; {hidden} answer level(s) suppressed for privacy" if hidden else "") + ".")
+    return Chart(fig, text)
+
+
+def drivers(weights: pd.DataFrame, *, random: pd.DataFrame | None = None, side: str = "side",
+            label: str = "touchpoint", title: str | None = None, alt: str | None = None) -> Chart:
+    """Touchpoint weights with their intervals, one panel per side (EX, CX), random-reference test marked.
+
+    ``weights`` is ``findings.drivers(...).details["weights"]``: per side and
+    touchpoint ``estimate``, ``ci_low``, ``ci_high`` (% of the outcome's
+    variance), ``unit`` and ``beats_random``. Each side gets its own panel and
+    x axis (its unit: eSat and CSAT variance are different quantities). Filled
+    markers beat the random reference variable, hollow ones do not. With
+    ``random`` (``details["r2"]``: ``side``, ``random_ci_low``,
+    ``random_ci_high``) the interval of the random variable's own weight is
+    shaded: what pure noise earns at this sample size. Touchpoints are in the
+    same order in every panel (by the last side's estimate).
+    """
+    _check_columns(weights, (side, label, "estimate", "ci_low", "ci_high", "unit"), "drivers")
+    sides = list(dict.fromkeys(weights[side]))
+    if not sides:
+        raise ValueError("drivers: the weights table is empty")
+    order_side = weights[weights[side] == sides[-1]].sort_values("estimate", ascending=False)
+    order = list(dict.fromkeys(list(order_side[label]) + list(weights[label])))
+    with style():
+        fig = _figure(figsize=(4.6 * len(sides) + 1.6, 0.42 * len(order) + 1.5 + (0.3 if title else 0)),
+                      layout="constrained")
+        axes = fig.subplots(1, len(sides), squeeze=False, sharey=True)[0]
+        describe = []
+        for ax, s in zip(axes, sides):
+            w = weights[weights[side] == s].set_index(label).reindex(order)
+            pos = np.arange(len(order))
+            est = w["estimate"].astype(float).to_numpy()
+            lo, hi = w["ci_low"].astype(float).to_numpy(), w["ci_high"].astype(float).to_numpy()
+            err = np.vstack([np.where(np.isnan(lo), 0, est - lo), np.where(np.isnan(hi), 0, hi - est)])
+            color = COLORS.get(s, COLORS["EX"])
+            beats = w["beats_random"].fillna(False).astype(bool).to_numpy() if "beats_random" in w.columns \
+                else np.zeros(len(order), bool)
+            ax.errorbar(est, pos, xerr=err, fmt="none", ecolor=color, capsize=3, lw=1.4)
+            ax.scatter(est[beats], pos[beats], s=42, color=color, zorder=3, label="beats a random variable")
+            ax.scatter(est[~beats], pos[~beats], s=42, facecolors="white", edgecolors=color, zorder=3,
+                       label="does not beat a random variable")
+            if random is not None and {side, "random_ci_low", "random_ci_high"} <= set(random.columns):
+                rr = random[random[side] == s]
+                if len(rr) and np.isfinite(float(rr["random_ci_high"].iloc[0])):
+                    ax.axvspan(float(rr["random_ci_low"].iloc[0]), float(rr["random_ci_high"].iloc[0]),
+                               color=COLORS["reference"], alpha=0.15, lw=0, label="weight of a random variable (95%)")
+            ax.set_yticks(pos, order)
+            ax.set_ylim(len(order) - 0.5, -0.5)
+            ax.grid(axis="y", visible=False)
+            unit = str(w["unit"].dropna().iloc[0]) if w["unit"].notna().any() else "estimate"
+            ax.set_xlabel(unit)
+            ax.set_xlim(left=0)
+            ax.set_title(f"{s} side")
+            n_beat = int(beats.sum())
+            top = w["estimate"].astype(float).idxmax() if np.isfinite(est).any() else None
+            describe.append(f"{s} side ({unit}): {n_beat} of {int(np.isfinite(est).sum())} touchpoints beat a random "
+                            f"variable" + (f"; largest: {top} {_fmt(w.loc[top, 'estimate'])}" if top is not None else ""))
+        axes[-1].legend(loc="lower right", fontsize=8.5)
+        if title:
+            fig.suptitle(title, fontsize=STYLE["axes.titlesize"], fontweight="bold")
+    text = alt or (f"Touchpoint weights with 95% intervals, one panel per side (filled: beats a random reference "
+                   f"variable; hollow: does not). " + ". ".join(describe) + ".")
+    return Chart(fig, text)

@@ -729,7 +729,8 @@ def table_html(df: pd.DataFrame, *, title: str | None = None, note: str | None =
 
 
 def show_table(df: pd.DataFrame | None, *, title: str | None = None, note: str | None = None, **fmt: Any) -> None:
-    """Display a table for reading (see :func:`table_html` and :func:`format_table`).
+    """Display a table for reading (see :func:`table_html` and :func:`format_table`;
+    ``max_chars`` goes to :func:`fit_width`).
 
     ``None`` (a table the study could not support, e.g. ``findings.details.get(...)``)
     shows nothing: the report's notes say why it is missing. An empty table shows
