@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from cxex_lab.models.spillover import SpilloverFit, spillover, spillover_pairs
+from cxex_lab.models.spillover import SpilloverFit, shock_placebo_pairs, spillover, spillover_pairs
 from cxex_lab.results import TABLE_COLUMNS
 from cxex_lab.simulate import simulate_study
 
@@ -510,6 +510,22 @@ def test_pairs_path_n_bins_zero_and_row_clusters(ws_study):
                              lead_placebo=False)
     assert set(t["model"]) == {"carry_over"}
     assert (t["n_clusters"] == fit.n_clusters).all() and fit.n_clusters <= 160
+
+
+def test_shock_placebo_alone_equals_the_shock_rows_and_needs_no_answered_neighbours(ws_study):
+    _, ws = ws_study
+    p = ws.pairs()
+    full = spillover_pairs(p, "csat", moderators=None, group="day", shock="transferred", gap_bins=None)
+    alone = shock_placebo_pairs(p, "csat", shock="transferred", group="day")
+    want = full.table[full.table["model"] == "shock_placebo"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone.table, want[alone.table.columns])
+    assert alone.fit.n_obs == full.fit.n_shock_obs and alone.fit.cluster == "employee_id"
+    # without any answered neighbour there is no carry-over to estimate, but the shock version stands
+    no_pairs = p.assign(prev_csat=np.nan)
+    with pytest.raises(ValueError, match="usable pairs"):
+        spillover_pairs(no_pairs, "csat", moderators=None)
+    again = shock_placebo_pairs(no_pairs, "csat", shock="transferred")
+    pd.testing.assert_frame_equal(again.table, alone.table)
 
 
 @pytest.mark.parametrize(

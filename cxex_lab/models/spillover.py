@@ -36,7 +36,7 @@ from statsmodels.stats.multitest import multipletests
 from cxex_lab.models._checks import _check_columns, _check_frame
 from cxex_lab.results import Fit, Result
 
-__all__ = ["SpilloverFit", "spillover", "spillover_pairs"]
+__all__ = ["SpilloverFit", "shock_placebo_pairs", "spillover", "spillover_pairs"]
 
 _MIN_BIN_PAIRS = 20  # a gap bin with fewer pairs is left out of the decay model
 _REASONS = (
@@ -627,47 +627,13 @@ def spillover_pairs(
     func = "spillover_pairs"
     df = _check_frame(pairs, func)
     mods, groups, edges = _check_common(func, alpha, n_bins, moderators, group, gap_bins, shock, cx)
-    prev_cx = f"prev_{cx}"
-    _check_columns(df, [unit, seq, *groups], func, numeric=False)
-    _check_columns(df, [cx, *mods] + ([shock] if shock else []), func)
-    for c in [prev_cx] + ([gap] if edges else []) + ([f"prev_{duration}"] if duration else []) + \
-             ([f"prev_{shock}", f"next_{shock}", f"prev2_{shock}"] if shock else []):
-        if c not in df.columns:
-            raise ValueError(
-                f"{func}: column {c!r} not found in the pairs; it has {list(df.columns)[:40]}. Pass the "
-                "frame ws.pairs() returns (or add the neighbour's column)."
-            )
-
-    def same(d: pd.DataFrame, side: str) -> np.ndarray:
-        """Rows whose neighbour (prev / next / prev2) is in the same fixed-effect group."""
-        out = np.ones(len(d), bool)
-        for g in groups:
-            flag, other = f"{side}_same_{g}", f"{side}_{g}"
-            if flag in d.columns:
-                out &= _as_float(d[flag]) == 1
-            elif other in d.columns:
-                out &= (d[other] == d[g]).fillna(False).to_numpy(bool)
-            else:
-                raise ValueError(
-                    f"{func}: group {g!r} needs column {flag!r} or {other!r} (is the {side} interaction in the "
-                    f"same {g}?); the pairs have {list(df.columns)[:40]}."
-                )
-        return out
-
-    base_cols = list(dict.fromkeys([unit, seq, *groups]))
-    ok = df[base_cols].notna().all(axis=1).to_numpy()
-    n_dropped = int((~ok).sum())
-    d = df.loc[ok].reset_index(drop=True)
-    if d.duplicated([unit, seq]).any():
-        dup = d.loc[d.duplicated([unit, seq], keep=False), [unit, seq]].head(3).to_dict("records")
-        raise ValueError(f"{func}: ({unit}, {seq}) must identify a row; duplicates such as {dup}.")
-    d = d.sort_values([unit, seq], kind="mergesort").reset_index(drop=True)
+    need = [f"prev_{cx}"] + ([gap] if edges else []) + ([f"prev_{duration}"] if duration else []) + \
+        ([f"prev_{shock}", f"next_{shock}", f"prev2_{shock}"] if shock else [])
+    d, n_dropped, ucode, gcode, same = _pairs_frame(df, func, cx, unit, seq, groups, mods, shock, need)
     n_rows = len(d)
-    ucode = pd.factorize(d[unit], sort=False)[0]
-    gcode = d.groupby([unit, *groups], sort=False, observed=True).ngroup().to_numpy() if n_rows else np.zeros(0, int)
     pos = d[seq].to_numpy(dtype=float)
     y = d[cx].to_numpy(dtype=float)
-    prev_y = _as_float(d[prev_cx])
+    prev_y = _as_float(d[f"prev_{cx}"])
     mvals = d[mods].to_numpy(dtype=float) if mods else np.zeros((n_rows, 0))
     # the agent's first interaction has no previous one: no gap (or, without a gap column, seq 1)
     raw_gap = _as_float(d[gap]) / 60.0 if gap in d.columns else np.full(n_rows, np.nan)
@@ -675,7 +641,7 @@ def spillover_pairs(
     gmin = raw_gap
     if duration:
         gmin = np.clip(raw_gap - _as_float(d[f"prev_{duration}"]) / 60.0, 0.0, None)
-    same_group = has_prev & same(d, "prev")
+    same_group = has_prev & same("prev")
     notes: list[str] = []
     n_ties = int((raw_gap == 0).sum())
     if n_ties:
@@ -697,9 +663,7 @@ def spillover_pairs(
 
     shock_data = None
     if shock:
-        ok_s = same_group & same(d, "prev2") & same(d, "next") & ~np.isnan(y)
-        shock_data = _shock_sample(ok_s, y, _as_float(d[f"prev_{shock}"]), _as_float(d[f"next_{shock}"]),
-                                   _as_float(d[f"prev2_{shock}"]), _as_float(d[shock]), gcode, ucode)
+        shock_data = _pairs_shock(d, cx, shock, same_group & same("prev2") & same("next"), gcode, ucode)
 
     sample = _PairSample(
         y=y[use], x=prev_y[use], pos=pos[use], ucode=ucode[use], gcode=gcode[use], mvals=mvals[use], gap=gmin[use],
@@ -710,6 +674,132 @@ def spillover_pairs(
     return _estimate(sample, func=func, cx=cx, unit=unit, mods=mods, edges=edges, shock=shock,
                      lead_placebo=lead_placebo, n_bins=n_bins, alpha=alpha, centre=centre,
                      bias_correction=bias_correction)
+
+
+def shock_placebo_pairs(
+    pairs: pd.DataFrame,
+    cx: str = "csat",
+    shock: str = "transferred",
+    unit: str = "employee_id",
+    group: str | Sequence[str] | None = "day",
+    alpha: float = 0.05,
+    seq: str = "seq",
+) -> Result:
+    r"""The shock version of the carry-over and its lead placebo, on ``ws.pairs()``.
+
+    The ``shock_placebo`` model of :func:`spillover` on its own: this
+    interaction's CX on the operational shock (e.g. a transfer) of the
+    *previous* and of the *next* interaction of the agent's group (day), with
+    the interaction's own shock and the shock two back as controls, group
+    fixed effects and SEs clustered by agent. Unlike the carry-over it needs no
+    CX answer from the neighbours, so it rests on every answered interaction
+    with two predecessors and a successor in its group (many more rows than
+    the pairs of consecutive answers), and it has no lagged outcome (no Nickell
+    bias). Same estimates as the ``shock_placebo`` rows of :func:`spillover`
+    and :func:`spillover_pairs` (``tests/test_spillover.py``).
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        ``ws.pairs()``: columns ``unit``, ``seq``, ``cx``, ``<shock>``,
+        ``prev_<shock>``, ``next_<shock>``, ``prev2_<shock>`` and, per group
+        column *g*, ``prev_same_<g>`` / ``next_same_<g>`` / ``prev2_same_<g>``
+        (or ``prev_<g>`` ...). ``prev_gap_seconds`` tells the agent's first
+        interaction (without it, ``seq == 1``).
+    cx, shock, unit, group, alpha, seq
+        As in :func:`spillover_pairs`.
+
+    Returns
+    -------
+    Result
+        ``table``: rows ``prev_<shock>`` (the shock's carry-over to this CX),
+        ``next_<shock> (lead)`` (the placebo: zero unless a state shared within
+        the group moves both), ``prev2_<shock>`` (control), with the columns of
+        :func:`spillover`; ``fit``: :class:`cxex_lab.results.Fit` (``n_obs`` =
+        interactions, clusters = agents; a note when the lead placebo is
+        significant or the shock cannot be estimated).
+
+    Raises
+    ------
+    ValueError
+        When a column is missing or ``cx`` / ``shock`` is entirely missing.
+    """
+    func = "shock_placebo_pairs"
+    df = _check_frame(pairs, func)
+    if not 0 < alpha < 1:
+        raise ValueError(f"{func}: alpha must be between 0 and 1, got {alpha}.")
+    if shock == cx:
+        raise ValueError(f"{func}: shock {shock!r} is the CX column; pass an operational outcome such as 'transferred'.")
+    groups = [group] if isinstance(group, str) else list(group or [])
+    d, n_dropped, ucode, gcode, same = _pairs_frame(
+        df, func, cx, unit, seq, groups, [], shock, [f"prev_{shock}", f"next_{shock}", f"prev2_{shock}"])
+    pos = d[seq].to_numpy(dtype=float)
+    has_prev = ~np.isnan(_as_float(d["prev_gap_seconds"])) if "prev_gap_seconds" in d.columns else pos > 1
+    ok = has_prev & same("prev") & same("prev2") & same("next")
+    data = _pairs_shock(d, cx, shock, ok, gcode, ucode)
+    rows, notes, n_shock = _shock_rows(data, shock, alpha)
+    table = pd.DataFrame(rows, columns=["term", "estimate", "se", "ci_low", "ci_high", "p", "n", "model",
+                                        "estimate_uncorrected", "bias_correction", "n_clusters"])
+    table.insert(8, "p_holm", np.nan)
+    table["moderator_mean"] = np.nan
+    table = table[["term", "estimate", "se", "ci_low", "ci_high", "p", "n", "model", "p_holm",
+                   "estimate_uncorrected", "bias_correction", "moderator_mean", "n_clusters"]]
+    n_cl = int(len(np.unique(data[6])))
+    if rows and n_cl < 30:
+        notes.append(f"Only {n_cl} agents (clusters); cluster-robust SEs are unreliable with fewer than ~30-50 clusters.")
+    fit = Fit(
+        method=(f"within ({' x '.join(['agent', *groups])} fixed effects) regression of {cx} on the previous and "
+                f"next interaction's {shock} (controls: this and the second previous interaction's {shock}); "
+                f"SEs clustered by {unit}"),
+        n_obs=n_shock, n_dropped=n_dropped, cluster=unit, n_clusters=n_cl, alpha=alpha, notes=tuple(notes),
+    )
+    return Result(table, fit)
+
+
+def _pairs_frame(df, func, cx, unit, seq, groups, mods, shock, need):
+    """Check and sort a ``ws.pairs()`` frame; its agent and group codes and a same-group test."""
+    _check_columns(df, [unit, seq, *groups], func, numeric=False)
+    _check_columns(df, [cx, *mods] + ([shock] if shock else []), func)
+    for c in need:
+        if c not in df.columns:
+            raise ValueError(
+                f"{func}: column {c!r} not found in the pairs; it has {list(df.columns)[:40]}. Pass the "
+                "frame ws.pairs() returns (or add the neighbour's column)."
+            )
+    base_cols = list(dict.fromkeys([unit, seq, *groups]))
+    ok = df[base_cols].notna().all(axis=1).to_numpy()
+    n_dropped = int((~ok).sum())
+    d = df.loc[ok].reset_index(drop=True)
+    if d.duplicated([unit, seq]).any():
+        dup = d.loc[d.duplicated([unit, seq], keep=False), [unit, seq]].head(3).to_dict("records")
+        raise ValueError(f"{func}: ({unit}, {seq}) must identify a row; duplicates such as {dup}.")
+    d = d.sort_values([unit, seq], kind="mergesort").reset_index(drop=True)
+    ucode = pd.factorize(d[unit], sort=False)[0]
+    gcode = d.groupby([unit, *groups], sort=False, observed=True).ngroup().to_numpy() if len(d) else np.zeros(0, int)
+
+    def same(side: str) -> np.ndarray:
+        """Rows whose neighbour (prev / next / prev2) is in the same fixed-effect group."""
+        out = np.ones(len(d), bool)
+        for g in groups:
+            flag, other = f"{side}_same_{g}", f"{side}_{g}"
+            if flag in d.columns:
+                out &= _as_float(d[flag]) == 1
+            elif other in d.columns:
+                out &= (d[other] == d[g]).fillna(False).to_numpy(bool)
+            else:
+                raise ValueError(
+                    f"{func}: group {g!r} needs column {flag!r} or {other!r} (is the {side} interaction in the "
+                    f"same {g}?); the pairs have {list(d.columns)[:40]}."
+                )
+        return out
+
+    return d, n_dropped, ucode, gcode, same
+
+
+def _pairs_shock(d, cx, shock, ok, gcode, ucode):
+    y = d[cx].to_numpy(dtype=float)
+    return _shock_sample(ok & ~np.isnan(y), y, _as_float(d[f"prev_{shock}"]), _as_float(d[f"next_{shock}"]),
+                         _as_float(d[f"prev2_{shock}"]), _as_float(d[shock]), gcode, ucode)
 
 
 # --------------------------------------------------------------------------- shared by both inputs
@@ -957,36 +1047,9 @@ def _estimate(p: _PairSample, *, func, cx, unit, mods, edges, shock, lead_placeb
     # ---- shock placebo: previous and next interaction's operational shock -> this CX
     n_shock = 0
     if shock:
-        sy, s_prev, s_next, s_prev2, s_own, s_g, s_u = p.shock
-        n_shock = len(sy)
-        if n_shock >= 10:
-            gs = pd.factorize(s_g, sort=False)[0]
-            # Controls: the interaction's own shock (it enters its own CX) and the shock two
-            # interactions back (under a carry-over it enters this CX with lambda^2 b). Left in
-            # the error, shocks of other rows of the group bias the neighbours' coefficients by
-            # O(1/T) through the group means; with both controlled the remainder is O(lambda^3 / T).
-            xs = np.column_stack([s_prev, s_next, s_prev2, s_own])
-            xsd = _demean(xs, gs, int(gs.max()) + 1)
-            if np.all(xsd.std(axis=0) > 1e-12):
-                fit_s, _, _ = _fit_within(sy, xs, gs, int(gs.max()) + 1, s_u)
-                gss = len(np.unique(s_u))
-                for k, term in enumerate((f"prev_{shock}", f"next_{shock} (lead)", f"prev2_{shock}")):
-                    out_rows.append(_row(term, "shock_placebo", fit_s.params[k], fit_s.bse[k], max(gss - 1, 1), alpha,
-                                         n_shock, n_clusters=gss))
-                lead_row = out_rows[-2]
-                if lead_row["p"] < alpha:
-                    notes.append(
-                        f"The next interaction's {shock} 'predicts' this interaction's CX (p = {lead_row['p']:.3f}): "
-                        "a shared within-group state (fatigue, queue load, an outage) may produce the carry-over "
-                        "pattern, or the shock is not exogenous to the agent's state."
-                    )
-            else:
-                notes.append(f"The shock {shock!r} does not vary within fixed-effect groups; no shock placebo.")
-        else:
-            notes.append(
-                f"Only {n_shock} interactions have CX, two predecessors and a successor in the same group; "
-                "no shock placebo."
-            )
+        rows_s, notes_s, n_shock = _shock_rows(p.shock, shock, alpha)
+        out_rows += rows_s
+        notes += notes_s
 
     failed = [r["term"] for r in out_rows if np.isnan(r["estimate"]) and not np.isnan(r["estimate_uncorrected"])]
     if failed:
@@ -1035,3 +1098,40 @@ def _estimate(p: _PairSample, *, func, cx, unit, mods, edges, shock, lead_placeb
         n_shock_obs=n_shock,
     )
     return Result(table, fit)
+
+
+def _shock_rows(data: tuple, shock: str, alpha: float) -> tuple[list[dict], list[str], int]:
+    """The shock placebo on its rows: (table rows, notes, number of interactions)."""
+    sy, s_prev, s_next, s_prev2, s_own, s_g, s_u = data
+    n_shock = len(sy)
+    rows: list[dict] = []
+    notes: list[str] = []
+    if n_shock < 10:
+        notes.append(
+            f"Only {n_shock} interactions have CX, two predecessors and a successor in the same group; "
+            "no shock placebo."
+        )
+        return rows, notes, n_shock
+    gs = pd.factorize(s_g, sort=False)[0]
+    # Controls: the interaction's own shock (it enters its own CX) and the shock two
+    # interactions back (under a carry-over it enters this CX with lambda^2 b). Left in
+    # the error, shocks of other rows of the group bias the neighbours' coefficients by
+    # O(1/T) through the group means; with both controlled the remainder is O(lambda^3 / T).
+    xs = np.column_stack([s_prev, s_next, s_prev2, s_own])
+    xsd = _demean(xs, gs, int(gs.max()) + 1)
+    if not np.all(xsd.std(axis=0) > 1e-12):
+        notes.append(f"The shock {shock!r} does not vary within fixed-effect groups; no shock placebo.")
+        return rows, notes, n_shock
+    fit_s, _, _ = _fit_within(sy, xs, gs, int(gs.max()) + 1, s_u)
+    gss = len(np.unique(s_u))
+    for k, term in enumerate((f"prev_{shock}", f"next_{shock} (lead)", f"prev2_{shock}")):
+        rows.append(_row(term, "shock_placebo", fit_s.params[k], fit_s.bse[k], max(gss - 1, 1), alpha, n_shock,
+                         n_clusters=gss))
+    lead_row = rows[1]
+    if lead_row["p"] < alpha:
+        notes.append(
+            f"The next interaction's {shock} 'predicts' this interaction's CX (p = {lead_row['p']:.3f}): "
+            "a shared within-group state (fatigue, queue load, an outage) may produce the carry-over "
+            "pattern, or the shock is not exogenous to the agent's state."
+        )
+    return rows, notes, n_shock
