@@ -896,6 +896,11 @@ def _estimate(p: _PairSample, *, func, cx, unit, mods, edges, shock, lead_placeb
     yy, xx, pp, uu = p.y[order], p.x[order], p.pos[order], p.ucode[order]
     mm = p.mvals[order]
     n_clusters = len(np.unique(uu))
+    if n_clusters < 2:
+        raise ValueError(
+            f"{func}: the usable pairs come from {n_clusters} agent; intervals clustered by agent need at least "
+            "2 agents (and about 30 to be reliable)."
+        )
     if n_clusters < 30:
         msg = f"only {n_clusters} agents (clusters); cluster-robust SEs are unreliable with fewer than ~30-50 clusters."
         warnings.warn(f"{func}: {msg}", stacklevel=3)
@@ -1111,6 +1116,10 @@ def _shock_rows(data: tuple, shock: str, alpha: float) -> tuple[list[dict], list
             f"Only {n_shock} interactions have CX, two predecessors and a successor in the same group; "
             "no shock placebo."
         )
+        return rows, notes, n_shock
+    if len(np.unique(s_u)) < 2:
+        notes.append("The shock placebo's interactions come from one agent; intervals clustered by agent need at "
+                     "least 2 agents. No shock placebo.")
         return rows, notes, n_shock
     gs = pd.factorize(s_g, sort=False)[0]
     # Controls: the interaction's own shock (it enters its own CX) and the shock two
