@@ -622,6 +622,9 @@ _VC_SHOCKS = {
     "transferred": ("transferred", 1.0, "transferred", "was transferred"),
     "unresolved": ("resolved_first_contact", -1.0, "not resolved at first contact", "was not resolved at first contact"),
 }
+_VC_MOD_SHORT = {"empowerment": "empowerment", "cx_insight_access": "insight"}
+_VC_AFTER = {"transferred": "a transferred call", "unresolved": "an unresolved call"}
+_VC_SHORT = {"transferred": "transferred", "unresolved": "not resolved"}
 _VC_MODERATOR = {"empowerment": "empowerment", "cx_insight_access": "access to customer insight"}
 _VC_DESIGN_LABEL = {"day": "agent x day", "period": "agent x wave period (quarter)"}
 
@@ -825,14 +828,23 @@ def vicious_circle(
         per_day = fit.mean_pairs_per_group
         funnel.append(("... in agent-days with at least two such pairs (usable pairs)", int(fit.n_obs)))
         few = fit.n_obs < min_pairs or per_day < min_pairs_per_group
-        notes += [n for n in fit.notes if not (few and "pairs per fixed-effect group" in n)]
+        for n in fit.notes:
+            if few and "pairs per fixed-effect group" in n:
+                continue
+            if n.startswith("Gap bin(s)"):
+                import re
+
+                bins = re.findall(r"'([^']+)'", n)
+                n = (f"Calls {' and '.join(_vc_bin_words(b) for b in bins)} the previous one: too few pairs (fewer "
+                     "than 20 in agent-days with another such pair) to estimate their carry-over.")
+            notes.append(n)
         if few:
             notes.append(
                 f"The carry-over rests on {fit.n_obs:,} usable pairs of consecutive answered calls, {per_day:.1f} "
-                f"per agent-day. A regression of one answer on the previous one within a short day is biased "
-                f"(Nickell bias, about -1/{max(per_day - 1, 0.1):.1f} here); the correction applied is reliable only "
-                f"with about {min_pairs_per_group:g} or more pairs per agent-day and {min_pairs} or more pairs. Read "
-                "the carry-over rows as indications; the shock version below does not have this problem.")
+                "per agent-day. With so few pairs per day, the regression of one answer on the previous one is "
+                "strongly biased downwards (the Nickell bias of short series); the correction applied is reliable "
+                f"only with about {min_pairs_per_group:g} or more pairs per agent-day and {min_pairs:,} or more pairs "
+                "in all. Read the carry-over rows as indications; the shock version does not have this problem.")
         caveat = (f"Rests on {fit.n_obs:,} pairs of consecutive answered calls, {per_day:.1f} per agent-day"
                   + (": too few for a reliable correction of the short-series bias, so read it as an indication."
                      if few else "; an association: the previous answer is one noisy reading, and a state that "
@@ -844,7 +856,7 @@ def vicious_circle(
         if head is not None and np.isfinite(head["estimate"]):
             hk = f"vicious_circle.carry_over.{_vc_bin_key(head['label'])}"
             rows.append(finding(
-                hk, f"{item} carry-over, calls {_vc_bin_words(head['label'])} the previous one",
+                hk, f"{item} carry-over, gap {head['label']}",
                 f"Change in this customer's {item} per point of the previous customer's {item}, for calls that start "
                 f"{_vc_bin_words(head['label'])} the agent's previous call (same agent and day; agent x day "
                 "effects; Nickell-corrected)", head["estimate"], head["ci_low"], head["ci_high"],
@@ -860,7 +872,7 @@ def vicious_circle(
                 latent[hk] = float(gap_truth[head["label"]])
         if co is not None and np.isfinite(co["estimate"]):
             rows.append(finding(
-                "vicious_circle.carry_over.within_day", f"{item} carry-over within the agent's day (all gaps)",
+                "vicious_circle.carry_over.within_day", f"{item} carry-over, same day",
                 f"Change in this customer's {item} per point of the previous customer's {item}, consecutive calls "
                 "of the same agent and day (agent x day effects; Nickell-corrected)",
                 co["estimate"], co["ci_low"], co["ci_high"], unit=f"{unit} per {item} point of the previous customer",
@@ -872,7 +884,7 @@ def vicious_circle(
         drows = []
         for i, r in enumerate(dec.itertuples(index=False)):
             key = f"vicious_circle.carry_over.{_vc_bin_key(r.label)}"
-            drows.append({"key": None if i == 0 else key, "gap": f"{r.label} (start to start)",
+            drows.append({"key": None if i == 0 else key, "gap": r.label,
                           "estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
                           "unit": f"{unit} per {item} point", "n": int(r.n), "n_clusters": int(r.n_clusters)})
             if i > 0 and r.label in gap_truth and gap_truth[r.label] is not None:
@@ -884,31 +896,24 @@ def vicious_circle(
         placebo_rows = []
         if lead is not None and lag is not None:
             placebo_rows += [
-                {"key": None, "check": f"Previous customer's {item} -> this {item} (the carry-over, same pairs)",
+                {"key": None, "check": f"Previous customer's {item} (the lag)",
                  "estimate": lag["estimate"], "ci_low": lag["ci_low"], "ci_high": lag["ci_high"], "n": int(lag["n"]),
-                 "informative": "-",
-                 "reading": "the lag the lead is compared with"},
-                {"key": "vicious_circle.placebo.cx_lead", "check": f"Next customer's {item} -> this {item} (CX lead)",
+                 "informative": "(compare)"},
+                {"key": "vicious_circle.placebo.cx_lead", "check": f"Next customer's {item} (CX lead)",
                  "estimate": lead["estimate"], "ci_low": lead["ci_low"], "ci_high": lead["ci_high"],
-                 "n": int(lead["n"]), "informative": "no",
-                 "reading": "mirrors the lag under a real carry-over (neighbouring answers correlate both ways), "
-                            "so it cannot tell a carry-over from a shared state"}]
+                 "n": int(lead["n"]), "informative": "no"}]
         # the old report's design for comparison: agent x quarter effects
         try:
             per = run(spillover_pairs, cx, moderators=None, group="period", gap_bins=None, lead_placebo=False, n_bins=0)
             pr = _row(per.table, term="prev_cx")
             des = []
-            for label, res, r in (("agent x wave period (quarter): the old report's design", per, pr),
-                                  ("agent x day: this report's design", main, co)):
+            for label, res, r in (("agent x quarter (old report)", per, pr), ("agent x day (this report)", main, co)):
                 if r is None:
                     continue
                 des.append({"key": "vicious_circle.design.agent_period" if res is per else None, "design": label,
                             "estimate": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                             "n": int(r["n"]), "groups": int(res.fit.n_groups),
-                            "pairs_per_group": float(res.fit.mean_pairs_per_group),
-                            "reading": ("also compares calls of different days of the quarter: a day's queue load or an "
-                                        "outage makes that day's customers alike and looks like a carry-over")
-                            if res is per else "compares only calls of the same agent and day"})
+                            "pairs_per_group": float(res.fit.mean_pairs_per_group)})
             details["designs"] = _vc_frame(des)
         except ValueError:
             pass
@@ -944,7 +949,7 @@ def vicious_circle(
         if prev is None or nxt is None:
             continue
         if name == "transferred":
-            funnel.append(("Answered calls with two earlier calls and a later one the same day (shock version)",
+            funnel.append(("Answered calls with two earlier calls and a later one that day (shock version)",
                            int(res.fit.n_obs)))
         lead_fails = bool(nxt["p"] < alpha)
         kind = "association" if lead_fails else "effect"
@@ -955,7 +960,7 @@ def vicious_circle(
                "the day; the lead placebo (next call) checks this.")
         key = f"vicious_circle.shock.{name}"
         rows.append(finding(
-            key, f"{item} after a previous call that was {label}",
+            key, f"{item} after {_VC_AFTER[name]}",
             f"Difference in this customer's {item} when the agent's previous call that day {phrase} (agent x day "
             f"effects; this call's and the call two back's flags held constant)",
             prev["estimate"], prev["ci_low"], prev["ci_high"], unit=unit, n=int(prev["n"]),
@@ -967,7 +972,7 @@ def vicious_circle(
         pkey = f"vicious_circle.placebo.next_{name}"
         covers = nxt["ci_low"] <= 0 <= nxt["ci_high"]
         rows.append(finding(
-            pkey, f"Placebo: {item} before a next call that was {label}",
+            pkey, f"Placebo: next call {_VC_SHORT[name]}",
             f"Difference in this customer's {item} when the agent's *next* call that day {phrase}: it happens after "
             "this customer has left, so it should be zero unless a state shared within the day moves both",
             nxt["estimate"], nxt["ci_low"], nxt["ci_high"], unit=unit, n=int(nxt["n"]),
@@ -985,18 +990,16 @@ def vicious_circle(
                          f"flag 'predicts' this customer's {item} (p = {nxt['p']:.3f}). A state that drifts within "
                          "the agent's day (fatigue, queue load) may produce the pattern; the shock version is read "
                          "as an association.")
-        for which, r, k in (("previous call (the carry-over)", prev, key), ("next call (placebo)", nxt, pkey),
-                            ("call two back (control)", two, f"{key}.two_back")):
+        for which, r, k in (("previous (carry-over)", prev, key), ("next (placebo)", nxt, pkey),
+                            ("two back (control)", two, f"{key}.two_back")):
             if r is None:
                 continue
-            shock_rows.append({"key": k if which.startswith("call two") else None, "flag": label, "call": which,
+            shock_rows.append({"key": k if which.startswith("two") else None, "flag": _VC_SHORT[name], "call": which,
                                "estimate": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "unit": unit,
                                "p": r["p"], "n": int(r["n"]), "n_clusters": int(r["n_clusters"])})
-        lead_rows.append({"key": None, "check": f"Next call {label} -> this {item} (shock lead)",
-                                "estimate": nxt["estimate"], "ci_low": nxt["ci_low"], "ci_high": nxt["ci_high"],
-                                "n": int(nxt["n"]), "informative": "yes",
-                                "reading": "zero without a shared within-day state: the next call's problem "
-                                           "cannot reach this customer"})
+        lead_rows.append({"key": None, "check": f"Next call {_VC_SHORT[name]} (shock lead)",
+                          "estimate": nxt["estimate"], "ci_low": nxt["ci_low"], "ci_high": nxt["ci_high"],
+                          "n": int(nxt["n"]), "informative": "yes"})
         # the simulator: the flag moves the call's own latent CX by ops_to_cx; the next call carries
         # lambda * decay of it (within the day on average: the realised carry-over)
         b = ((truth.get("params") or {}).get("ops_to_cx") or {}).get("transfer" if name == "transferred" else "fcr")
@@ -1019,7 +1022,8 @@ def vicious_circle(
             notes.append(f"The moderation of the carry-over by {', '.join(_VC_MODERATOR.get(m, m) for m in mods)} "
                          f"could not be estimated: {exc}")
         if mres is not None:
-            funnel.append(("... with the agent's EX answer of that wave (moderation model)", int(mres.fit.n_obs)))
+            at = next((i + 1 for i, (w, _) in enumerate(funnel) if "(usable pairs)" in w), len(funnel))
+            funnel.insert(at, ("... with the agent's EX answer of that wave (moderation model)", int(mres.fit.n_obs)))
             mrows = []
             for m in mods:
                 r = _row(mres.table, term=f"prev_cx:{m}")
@@ -1028,7 +1032,7 @@ def vicious_circle(
                 word = _VC_MODERATOR.get(m, m)
                 ph = r["p_holm"]
                 rows.append(finding(
-                    f"vicious_circle.moderation.{m}", f"Change in the carry-over per point of {word}",
+                    f"vicious_circle.moderation.{m}", f"Carry-over per {_VC_MOD_SHORT[m]} point",
                     f"Change in the within-day {item} carry-over per point of the agent's {word} (1-5) answered in the "
                     "wave that opened the quarter (agent x day effects)", r["estimate"], r["ci_low"], r["ci_high"],
                     unit=f"carry-over ({item} per {item} point) per point of {word}", n=int(r["n"]),
@@ -1054,7 +1058,7 @@ def vicious_circle(
     # --- counts the estimates rest on
     if main is not None:
         fit = main.fit
-        rows.append(finding("vicious_circle.pairs.usable", "Usable pairs of consecutive answered calls",
+        rows.append(finding("vicious_circle.pairs.usable", "Usable pairs",
                             "pairs of consecutive calls of the same agent and day, both answered, in agent-days with "
                             "at least two such pairs", fit.n_obs, unit="pairs", n=n_answered,
                             n_clusters=fit.n_clusters, method="count", kind="descriptive"))
@@ -1068,12 +1072,21 @@ def vicious_circle(
     details["pairs"] = pd.DataFrame(funnel, columns=["what", "n"])
 
     # --- simulated data: the same estimator on the latent CX of every call, against the truth
+    lc = None
     if latent_check and ws.truth:
         lc = _vc_latent_check(ws, gap_bins, alpha, realised, gap_truth, within_truth, mean_decay, truth)
         if lc is not None:
             details["latent_check"] = lc
 
-    return _finish("vicious_circle", ws, rows, details, _notes(notes), latent)
+    out = _finish("vicious_circle", ws, rows, details, _notes(notes), latent)
+    if lc is not None and out.truth is not None:
+        # the truth check shows both: the latent-CX check (estimate against the simulator's truth on the
+        # same scale) first, then the report's findings beside their observed-scale and latent values
+        lrows = pd.DataFrame({"key": None, "finding": "Latent: " + lc["quantity"],
+                              "estimate": lc["estimate"], "ci_low": lc["ci_low"], "ci_high": lc["ci_high"],
+                              "truth": lc["truth"], "inside_ci": lc["inside_ci"], "latent": lc["truth"]})
+        out.truth = pd.concat([lrows, out.truth], ignore_index=True)
+    return out
 
 
 def _vc_latent_check(ws, gap_bins, alpha, realised, gap_truth, within_truth, mean_decay, truth) -> pd.DataFrame | None:
@@ -1105,10 +1118,10 @@ def _vc_latent_check(ws, gap_bins, alpha, realised, gap_truth, within_truth, mea
         recs.append({"quantity": what, "estimate": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                      "truth": float(true), "inside_ci": bool(r["ci_low"] <= true <= r["ci_high"]), "n": int(r["n"])})
 
-    add("carry-over within the day (all gaps)", _row(t, term="prev_cx"), within_truth)
+    add("carry-over, same day", _row(t, term="prev_cx"), within_truth)
     for r in t[t["model"] == "decay"].itertuples(index=False):
         label = r.term.replace("prev_cx | gap ", "")
-        add(f"carry-over, calls {_vc_bin_words(label)} the previous one", r._asdict(), gap_truth.get(label))
+        add(f"carry-over, gap {label}", r._asdict(), gap_truth.get(label))
     mods = [m for m in ("empowerment", "cx_insight_access") if m in lat.columns]
     params = truth.get("params") or {}
     if mods and np.isfinite(mean_decay):
@@ -1117,11 +1130,11 @@ def _vc_latent_check(ws, gap_bins, alpha, realised, gap_truth, within_truth, mea
                 tm, _ = spillover(lat, "cx_latent", moderators=mods, group="day", gap_bins=None, lead_placebo=False,
                                   n_bins=0, centre=3, alpha=alpha)
             at33 = ((truth.get("derived") or {}).get("spillover_gap") or {}).get("by_empowerment_insight_within_day", {})
-            add("carry-over at empowerment 3 and insight access 3", _row(tm, term="prev_cx"),
+            add("carry-over at items 3 and 3", _row(tm, term="prev_cx"),
                 (at33.get("3") or {}).get("3"))
             for m, par in (("empowerment", "spillover_empowerment"), ("cx_insight_access", "insight_spillover")):
                 if m in mods and params.get(par) is not None:
-                    add(f"change in the carry-over per point of {_VC_MODERATOR[m]}", _row(tm, term=f"prev_cx:{m}"),
+                    add(f"carry-over per {_VC_MOD_SHORT[m]} point", _row(tm, term=f"prev_cx:{m}"),
                         float(params[par]) * mean_decay)
         except ValueError:
             pass

@@ -498,7 +498,7 @@ def carry_over_by_gap(
         ax.set_xticks(x, ticks)
         ax.set_xlim(-0.6, len(df) - 0.4)
         ax.set_xlabel("Time since the agent's previous call started")
-        ax.set_ylabel(ylabel if len(ylabel) <= 40 else ylabel.replace(" per ", "\nper ", 1))
+        ax.set_ylabel(ylabel if len(ylabel) <= 24 else ylabel.replace(" per ", "\nper ", 1))
         ax.grid(axis="x", visible=False)
         if truth is not None and truth in df.columns:
             ax.legend(loc="best")

@@ -764,13 +764,16 @@ def show_figure(fig: Any, alt: str | None = None, caption: str | None = None) ->
 # --------------------------------------------------------------------------- truth check, study facts
 
 
-def show_truth(findings: Any, title: str = "Truth check (simulated data only)") -> None:
-    """The truth check of a Findings (``findings.truth``) as a table; nothing on real data."""
+def show_truth(findings: Any, title: str = "Truth check (simulated data only)", **fmt: Any) -> None:
+    """The truth check of a Findings (``findings.truth``) as a table; nothing on real data.
+
+    ``fmt`` goes to :func:`table_html` (e.g. ``digits={"truth": 3}``, ``labels=...``).
+    """
     truth = findings if isinstance(findings, pd.DataFrame) or findings is None else getattr(findings, "truth", None)
     if truth is None or len(truth) == 0:
         return
     shown = truth.drop(columns=[c for c in ("key",) if c in truth.columns])
-    _display_html(f'<h2 style="{_FONT};font-size:1.15rem">{html.escape(title)}</h2>' + table_html(shown), title)
+    _display_html(f'<h2 style="{_FONT};font-size:1.15rem">{html.escape(title)}</h2>' + table_html(shown, **fmt), title)
 
 
 #: Known study facts, in the order they are stated, with their wording.

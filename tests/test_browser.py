@@ -62,7 +62,6 @@ REAL_SET_PENDING: dict[str, str] = {
     "04_touchpoint_drivers": "no Key findings section; 2 figures without alt text (plt.show)",
     "05_service_profit_chain": "forest plot without units (warning on stderr); no Key findings section",
     "06_direction": "forest plot without units (warning on stderr); raw fit dict printed",
-    "07_vicious_circle": "raw dict printed; no Key findings section",
     "08_study_design": "no Key findings section; 1 seaborn figure without alt text",
 }
 if os.environ.get("CXEX_REAL_REPORTS_READY"):

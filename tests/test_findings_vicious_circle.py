@@ -93,12 +93,12 @@ def test_details_are_tables_for_reading_with_keys_for_the_harness(obs):
     assert (np.diff(steps) <= 0).all() and steps[-1] == F["vicious_circle.pairs.usable"]["estimate"]
     # the decay table: the headline bin is checked through the findings table, the others by their key
     dec = d["decay"]
-    assert dec["key"].iloc[0] is None and dec["gap"].iloc[0].startswith("< 10 min")
+    assert dec["key"].iloc[0] is None and dec["gap"].iloc[0] == "< 10 min"
     assert all(k.startswith("vicious_circle.carry_over.") for k in dec["key"].iloc[1:])
     assert set(d["shocks"]["key"].dropna()) == {"vicious_circle.shock.transferred.two_back",
                                                 "vicious_circle.shock.unresolved.two_back"}
     pl = d["placebos"].set_index("check")
-    assert set(pl["informative"]) == {"yes", "no", "-"}
+    assert set(pl["informative"]) == {"yes", "no", "(compare)"}
     assert (pl.loc[pl["informative"] == "yes"].index.str.contains("shock lead")).all()
     assert d["designs"]["key"].iloc[0] == "vicious_circle.design.agent_period"
     for name, df in d.items():
@@ -111,9 +111,9 @@ def test_moderation_p_values_are_holm_over_the_items(obs):
     assert len(m) == 2
     want = multipletests(m["p"].to_numpy(), method="holm")[1]
     np.testing.assert_allclose(m["p_holm"], want)
-    for r in m.itertuples(index=False):
-        row = F.table[F.table["finding"].str.endswith(r.moderator)].iloc[0]
-        assert f"Holm-adjusted p = {r.p_holm:.3f}" in row["caveat"]
+    rows = F.table[F.table["key"].str.startswith("vicious_circle.moderation.")]
+    for r, (_, row) in zip(m.itertuples(index=False), rows.iterrows()):  # same order: empowerment, insight
+        assert row["estimate"] == r.estimate and f"Holm-adjusted p = {r.p_holm:.3f}" in row["caveat"]
 
 
 def test_few_pairs_per_agent_day_get_a_note(obs):
@@ -162,12 +162,12 @@ def test_latent_check_recovers_the_simulators_carry_over(latent_study):
     lc = F.details["latent_check"].set_index("quantity")
     assert len(lc) >= 6
     real = latent_study.truth["study"]["spillover_realised"]
-    assert lc.loc["carry-over within the day (all gaps)", "truth"] == pytest.approx(real["carry_over_within_day"])
+    assert lc.loc["carry-over, same day", "truth"] == pytest.approx(real["carry_over_within_day"])
     for q, r in lc.iterrows():
         # 3 SE: the first-order Nickell correction leaves a remainder of about +0.01 in the shortest
         # gap bin (measured over 4 sample-size studies: +1.5 SE on average)
         assert abs(r["estimate"] - r["truth"]) < 3 * _se(r), (q, r["estimate"], r["truth"])
-    assert lc.loc["change in the carry-over per point of empowerment", "ci_high"] < 0
+    assert lc.loc["carry-over per empowerment point", "ci_high"] < 0
 
 
 def test_truth_check_maps_the_simulators_latent_values(latent_study):
