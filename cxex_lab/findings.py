@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -617,7 +618,7 @@ def employee_wave_panel(ws: Any, ex: str = "esat", cx: str = "csat", extra: Iter
 #: Scale of each CX item the vicious-circle report can run on (its unit in words).
 _VC_UNIT = {"csat": "CSAT points (1-5)", "nps": "NPS answer points (0-10)", "ces": "CES points (1-7)"}
 _VC_ITEM = {"csat": "CSAT", "nps": "NPS answer", "ces": "CES"}
-#: Operational shocks of the shock version: (flag in ws.pairs, its sign, label, key).
+#: Operational shocks of the shock version: (flag in ws.pairs, its sign, label, phrase).
 _VC_SHOCKS = {
     "transferred": ("transferred", 1.0, "transferred", "was transferred"),
     "unresolved": ("resolved_first_contact", -1.0, "not resolved at first contact", "was not resolved at first contact"),
@@ -626,13 +627,10 @@ _VC_MOD_SHORT = {"empowerment": "empowerment", "cx_insight_access": "insight"}
 _VC_AFTER = {"transferred": "a transferred call", "unresolved": "an unresolved call"}
 _VC_SHORT = {"transferred": "transferred", "unresolved": "not resolved"}
 _VC_MODERATOR = {"empowerment": "empowerment", "cx_insight_access": "access to customer insight"}
-_VC_DESIGN_LABEL = {"day": "agent x day", "period": "agent x wave period (quarter)"}
 
 
 def _vc_bin_key(label: str) -> str:
     """'< 10 min' -> 'under_10min', '10 min to 1 h' -> '10min_to_1h', '>= 4 h' -> 'over_4h'."""
-    import re
-
     s = label.replace(">=", "over ").replace("<", "under ")
     s = re.sub(r"(\d)\s+(min|h)\b", r"\1\2", s)
     return re.sub(r"[^0-9a-z]+", "_", s.lower()).strip("_")
@@ -640,8 +638,6 @@ def _vc_bin_key(label: str) -> str:
 
 def _vc_bin_words(label: str) -> str:
     """'< 10 min' -> 'less than 10 minutes after', used as 'calls that start ... the previous one'."""
-    import re
-
     w = label.replace(" min", " minutes").replace(" h", " hours").replace("1 hours", "1 hour")
     if w.startswith("< "):
         return f"less than {w[2:]} after"
@@ -723,9 +719,10 @@ def vicious_circle(
         Keys (findings table): ``vicious_circle.carry_over.<first gap bin>``
         (headline, e.g. ``.under_10min``), ``.carry_over.within_day``,
         ``.shock.<shock>`` (kind ``effect``), ``.placebo.next_<shock>``,
-        ``.moderation.<item>`` (Holm over the items), ``.pairs.usable``,
-        ``.pairs.per_agent_day``. ``details``: ``pairs`` (how many calls and
-        pairs each model rests on), ``decay`` (keys
+        ``.moderation.<item>`` (Holm over the items),
+        ``.pairs.per_agent_day`` (each row's ``n`` says how many pairs or
+        answered calls it rests on). ``details``: ``pairs`` (how many calls and
+        pairs each model rests on, step by step), ``decay`` (keys
         ``vicious_circle.carry_over.<bin>`` for the other bins), ``shocks``
         (keys ``vicious_circle.shock.<shock>.two_back`` for the control rows),
         ``placebos`` (key ``vicious_circle.placebo.cx_lead``), ``moderation``,
@@ -832,8 +829,6 @@ def vicious_circle(
             if few and "pairs per fixed-effect group" in n:
                 continue
             if n.startswith("Gap bin(s)"):
-                import re
-
                 bins = re.findall(r"'([^']+)'", n)
                 n = (f"Calls {' and '.join(_vc_bin_words(b) for b in bins)} the previous one: too few pairs (fewer "
                      "than 20 in agent-days with another such pair) to estimate their carry-over.")
@@ -957,7 +952,8 @@ def vicious_circle(
                f"{nxt['p']:.3f}): a state shared within the day may produce the pattern, so it is read as an "
                "association." if lead_fails else
                f"Assumes that whether a call is {label} does not depend on a state of the agent that drifts within "
-               "the day; the lead placebo (next call) checks this.")
+               "the day; the lead placebo (next call) checks this, but detects only a drift strong enough for the "
+               "data at hand.")
         key = f"vicious_circle.shock.{name}"
         rows.append(finding(
             key, f"{item} after {_VC_AFTER[name]}",
@@ -1058,10 +1054,6 @@ def vicious_circle(
     # --- counts the estimates rest on
     if main is not None:
         fit = main.fit
-        rows.append(finding("vicious_circle.pairs.usable", "Usable pairs",
-                            "pairs of consecutive calls of the same agent and day, both answered, in agent-days with "
-                            "at least two such pairs", fit.n_obs, unit="pairs", n=n_answered,
-                            n_clusters=fit.n_clusters, method="count", kind="descriptive"))
         rows.append(finding("vicious_circle.pairs.per_agent_day", "Usable pairs per agent-day",
                             "mean number of usable pairs per agent-day (the T of the short-series bias)",
                             fit.mean_pairs_per_group, unit="pairs per agent-day", n=fit.n_groups,

@@ -51,8 +51,7 @@ def test_keys_kinds_units_and_intervals(obs):
     expected = {head, "vicious_circle.carry_over.within_day", "vicious_circle.shock.transferred",
                 "vicious_circle.placebo.next_transferred", "vicious_circle.shock.unresolved",
                 "vicious_circle.placebo.next_unresolved", "vicious_circle.moderation.empowerment",
-                "vicious_circle.moderation.cx_insight_access", "vicious_circle.pairs.usable",
-                "vicious_circle.pairs.per_agent_day"}
+                "vicious_circle.moderation.cx_insight_access", "vicious_circle.pairs.per_agent_day"}
     assert expected == set(t.index)
     assert F.report == "vicious_circle"
     for key, r in t.iterrows():
@@ -70,7 +69,7 @@ def test_keys_kinds_units_and_intervals(obs):
                 or "regression" in r["method"], key
         assert not r["causal"], "nothing is causal before the harness has passed it"
     # each estimate says how many pairs / answered calls it rests on
-    usable = t.loc["vicious_circle.pairs.usable", "estimate"]
+    usable = F.details["pairs"].set_index("what")["n"].filter(like="(usable pairs)").item()
     assert t.loc["vicious_circle.carry_over.within_day", "n"] == usable
     assert t.loc[head, "n"] < usable  # one gap bin of them
     assert t.loc["vicious_circle.shock.transferred", "n"] > usable  # no answered neighbour needed
@@ -90,7 +89,7 @@ def test_details_are_tables_for_reading_with_keys_for_the_harness(obs):
     # the funnel: each step a subset of the one before (the shock version counts answered calls)
     n = d["pairs"].set_index("what")["n"]
     steps = n.iloc[:4].to_numpy()
-    assert (np.diff(steps) <= 0).all() and steps[-1] == F["vicious_circle.pairs.usable"]["estimate"]
+    assert (np.diff(steps) <= 0).all() and steps[-1] == F["vicious_circle.carry_over.within_day"]["n"]
     # the decay table: the headline bin is checked through the findings table, the others by their key
     dec = d["decay"]
     assert dec["key"].iloc[0] is None and dec["gap"].iloc[0] == "< 10 min"

@@ -305,7 +305,7 @@ def spillover(
         same pairs.
     n_bins : int or None
         Quantile bins of the first moderator for per-bin estimates (duplicate
-        edges merged); ``None`` = one estimate per level.
+        edges merged); ``None`` = one estimate per level; 0 = no per-bin rows.
     alpha : float
         1 - confidence level.
     centre : float or dict, optional
@@ -321,7 +321,8 @@ def spillover(
         ``table``: columns ``term, estimate, se`` (cluster-robust by ``unit``),
         ``ci_low, ci_high, p`` (t with G-1 df, G = agents), ``n`` (pairs or
         interactions), ``model``, ``p_holm``, ``estimate_uncorrected``,
-        ``bias_correction``, ``moderator_mean``. Rows by ``model``:
+        ``bias_correction``, ``moderator_mean``, ``n_clusters`` (agents behind
+        the row). Rows by ``model``:
 
         ===================== ==================================================
         model                 rows
