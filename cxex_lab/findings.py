@@ -788,6 +788,9 @@ def vicious_circle(
                 pairs[f"{pre}{name}"] = 0.5 + sign * (_as_float(pairs[f"{pre}{flag}"]) - 0.5)
     answered = pairs[cx].notna() if cx in pairs.columns else pd.Series(False, index=pairs.index)
     n_answered = int(answered.sum())
+    if n_answered == 0:
+        notes.append(f"No customer answered the {item} question: nothing in this report can be estimated.")
+        return _finish("vicious_circle", ws, rows, {}, _notes(notes), latent)
     same_day = answered & (pairs["prev_same_day"] == True)  # noqa: E712 - nullable booleans
     both = same_day & pairs[f"prev_{cx}"].notna()
     n_agents_answered = int(pairs.loc[answered, "employee_id"].nunique())
@@ -1070,6 +1073,9 @@ def vicious_circle(
         if lc is not None:
             details["latent_check"] = lc
 
+    # one "few agents" note (each model counts the agents of its own rows)
+    few_agents = [n for n in notes if "agents (clusters)" in n]
+    notes = [n for n in notes if "agents (clusters)" not in n or n == few_agents[0]]
     out = _finish("vicious_circle", ws, rows, details, _notes(notes), latent)
     if lc is not None and out.truth is not None:
         # the truth check shows both: the latent-CX check (estimate against the simulator's truth on the
