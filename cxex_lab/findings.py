@@ -2189,7 +2189,528 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
 
 
 # =========================================================================== 07 vicious circle
-# (findings.vicious_circle: written on track `reports-b`)
+#: Scale of each CX item the vicious-circle report can run on (its unit in words).
+_VC_UNIT = {"csat": "CSAT points (1-5)", "nps": "NPS answer points (0-10)", "ces": "CES points (1-7)"}
+_VC_ITEM = {"csat": "CSAT", "nps": "NPS answer", "ces": "CES"}
+#: Operational shocks of the shock version: (flag in ws.pairs, its sign, label, phrase).
+_VC_SHOCKS = {
+    "transferred": ("transferred", 1.0, "transferred", "was transferred"),
+    "unresolved": ("resolved_first_contact", -1.0, "not resolved at first contact", "was not resolved at first contact"),
+}
+_VC_MOD_SHORT = {"empowerment": "empowerment", "cx_insight_access": "insight"}
+_VC_AFTER = {"transferred": "a transferred call", "unresolved": "an unresolved call"}
+_VC_SHORT = {"transferred": "transferred", "unresolved": "not resolved"}
+_VC_MODERATOR = {"empowerment": "empowerment", "cx_insight_access": "access to customer insight"}
+
+
+def _vc_bin_key(label: str) -> str:
+    """'< 10 min' -> 'under_10min', '10 min to 1 h' -> '10min_to_1h', '>= 4 h' -> 'over_4h'."""
+    s = label.replace(">=", "over ").replace("<", "under ")
+    s = re.sub(r"(\d)\s+(min|h)\b", r"\1\2", s)
+    return re.sub(r"[^0-9a-z]+", "_", s.lower()).strip("_")
+
+
+def _vc_bin_words(label: str) -> str:
+    """'< 10 min' -> 'less than 10 minutes after', used as 'calls that start ... the previous one'."""
+    w = label.replace(" min", " minutes").replace(" h", " hours").replace("1 hours", "1 hour")
+    if w.startswith("< "):
+        return f"less than {w[2:]} after"
+    if w.startswith(">= "):
+        return f"{w[3:]} or more after"
+    m = re.match(r"(.+) to (.+)", w)
+    return f"between {m.group(1)} and {m.group(2)} after" if m else w
+
+
+def _vc_frame(rows: list[dict], columns: list[str] | None = None) -> pd.DataFrame:
+    """A details table whose ``key`` stays None (not NaN) on rows the harness does not check."""
+    df = pd.DataFrame(rows, columns=columns)
+    if "key" in df.columns:
+        df["key"] = pd.Series([r.get("key") for r in rows], dtype=object, index=df.index)
+    return df
+
+
+def vicious_circle(
+    ws: Any,
+    *,
+    segment: Any = "all",
+    cx: str = "csat",
+    gap_bins: tuple[float, ...] = (10, 60, 240),
+    shocks: Iterable[str] = ("transferred", "unresolved"),
+    moderators: Iterable[str] = ("empowerment", "cx_insight_access"),
+    min_pairs: int = 500,
+    min_pairs_per_group: float = 3.0,
+    latent_check: bool = True,
+    min_group_size: int = 5,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> Findings:
+    """Findings of report 07: does one bad call make the next one worse?
+
+    Every model runs on the consecutive interactions the workspace computes in
+    its engine (:meth:`cxex_lab.workspace.Workspace.pairs`; the interaction log
+    never enters pandas) with **agent x day** fixed effects
+    (:func:`cxex_lab.models.spillover.spillover_pairs`,
+    :func:`cxex_lab.models.spillover.shock_placebo_pairs`): everything constant
+    within an agent's day (that day's queue load, an outage, the agent's form)
+    is removed, and pairs never span two days.
+
+    Parameters
+    ----------
+    ws : Workspace, Study or path
+    segment : str
+        A site id or ``"all"``.
+    cx : {"csat", "nps", "ces"}
+        The customer answer (default CSAT, 1-5).
+    gap_bins : tuple of float
+        Upper edges (minutes, start to start) of the gap bins of the decay
+        model; the first bin is the headline ("calls that start less than 10
+        minutes after the previous one").
+    shocks : iterable of {"transferred", "unresolved"}
+        Operational shocks of the shock version: the previous call was
+        transferred / not resolved at first contact.
+    moderators : iterable of str
+        EX items that may change the carry-over (one Holm family); those the
+        study did not ask are left out with a note.
+    min_pairs, min_pairs_per_group : float
+        Below these (usable pairs; pairs per agent-day) a note says that the
+        carry-over rows rest on too few pairs for the correction of the
+        short-series (Nickell) bias.
+    latent_check : bool
+        On simulated data with latent tables (and at most 500,000
+        interactions), also run the estimator on the latent CX of every
+        interaction against the simulator's truth (``details["latent_check"]``).
+        The harness passes False.
+    min_group_size : int
+        Confidentiality minimum (checked; every table here pools many agents).
+    alpha : float
+        1 - confidence level.
+    seed : int
+        Unused (no resampling).
+
+    Returns
+    -------
+    Findings
+        Keys (findings table): ``vicious_circle.carry_over.<first gap bin>``
+        (headline, e.g. ``.under_10min``), ``.carry_over.within_day``,
+        ``.shock.<shock>`` (kind ``effect``), ``.placebo.next_<shock>``,
+        ``.moderation.<item>`` (Holm over the items),
+        ``.pairs.per_agent_day`` (each row's ``n`` says how many pairs or
+        answered calls it rests on). ``details``: ``pairs`` (how many calls and
+        pairs each model rests on, step by step), ``decay`` (keys
+        ``vicious_circle.carry_over.<bin>`` for the other bins), ``shocks``
+        (keys ``vicious_circle.shock.<shock>.two_back`` for the control rows),
+        ``placebos`` (key ``vicious_circle.placebo.cx_lead``), ``moderation``,
+        ``designs`` (key ``vicious_circle.design.agent_period``: the old
+        report's agent x quarter design), ``latent_check`` (simulated only).
+
+    Notes
+    -----
+    *What the design identifies.* The carry-over rows regress this customer's
+    answer on the previous customer's answer: an **association**. The previous
+    answer is one noisy reading of the previous customer's experience, given by
+    a self-selected minority of customers, and anything that drifts within
+    the day (fatigue) makes neighbouring customers alike without any carry-over.
+    The **shock version** regresses this customer's answer on whether the
+    previous call of the agent's day was transferred (not resolved): the
+    previous customer's problem is settled before this customer arrives, and
+    agent x day effects remove the day's level, so the remaining threat is a
+    state that drifts within the day and raises transfers while lowering
+    CX. The **lead placebo** tests exactly that threat: the *next* call's
+    transfer cannot reach this customer, so it must not "predict" this answer.
+    With a null lead, the shock row targets a causal quantity (kind
+    ``effect``; the replicate-study harness decides ``causal``); when the lead
+    placebo fails the row is reported as an association. The CX lead placebo
+    (next customer's answer -> this one) is *not* informative: under a real
+    carry-over the correlation of neighbouring answers is symmetric, so the
+    lead mirrors the lag whether or not a state is at work.
+
+    Checked against the simulator (``tests/test_findings_vicious_circle.py``):
+    on latent CX the estimates cover the realised carry-over by gap bin and
+    the moderation; on observed CSAT the shock row's latent counterpart is the
+    transfer's effect on CX times the within-day carry-over.
+    """
+    from cxex_lab.models.spillover import _as_float, shock_placebo_pairs, spillover_pairs
+    from cxex_lab.privacy import check_min_group_size
+    from cxex_lab.results import quietly
+
+    check_min_group_size(min_group_size)
+    if cx not in _VC_UNIT:
+        raise ValueError(f"vicious_circle: cx must be one of {sorted(_VC_UNIT)}, got {cx!r}")
+    unknown = sorted(set(shocks) - set(_VC_SHOCKS))
+    if unknown:
+        raise ValueError(f"vicious_circle: unknown shock(s) {unknown}; choose from {sorted(_VC_SHOCKS)}")
+    ws = _workspace(ws, segment)
+    unit = _VC_UNIT[cx]
+    item = _VC_ITEM[cx]
+    rows: list[dict] = []
+    notes: list[str] = []
+    details: dict[str, pd.DataFrame] = {}
+    latent: dict[str, float] = {}
+
+    # --- the pairs, computed in the engine (with the EX items the study asked)
+    ex = ws.ex_responses
+    mods = [m for m in moderators if m in ex.columns and ex[m].notna().any()]
+    for m in moderators:
+        if m not in mods:
+            notes.append(f"The EX survey did not ask about {_VC_MODERATOR.get(m, m)}: its moderation of the "
+                         "carry-over cannot be estimated.")
+    pairs = ws.pairs(ex_lag=0, ex_columns=mods)
+    for name in shocks:
+        flag, sign, _, _ = _VC_SHOCKS[name]
+        if name != flag:
+            for pre in ("", "prev_", "next_", "prev2_"):
+                pairs[f"{pre}{name}"] = 0.5 + sign * (_as_float(pairs[f"{pre}{flag}"]) - 0.5)
+    answered = pairs[cx].notna() if cx in pairs.columns else pd.Series(False, index=pairs.index)
+    n_answered = int(answered.sum())
+    if n_answered == 0:
+        notes.append(f"No customer answered the {item} question: nothing in this report can be estimated.")
+        return _finish("vicious_circle", ws, rows, {}, _notes(notes), latent)
+    same_day = answered & (pairs["prev_same_day"] == True)  # noqa: E712 - nullable booleans
+    both = same_day & pairs[f"prev_{cx}"].notna()
+    n_agents_answered = int(pairs.loc[answered, "employee_id"].nunique())
+    funnel = [
+        ("Calls with a customer answer", n_answered),
+        ("... whose previous call was the same agent's, the same day", int(same_day.sum())),
+        ("... and whose previous customer answered too (pairs of answers)", int(both.sum())),
+    ]
+
+    def run(fn, *args, **kw):
+        with quietly():
+            return fn(pairs, *args, **kw)
+
+    # --- the carry-over within the day, by gap (headline: the first gap bin)
+    main = None
+    try:
+        main = run(spillover_pairs, cx, moderators=None, group="day", gap_bins=gap_bins, lead_placebo=True, n_bins=0)
+    except ValueError as exc:
+        if "usable pairs" in str(exc):
+            notes.append(f"Only {int(both.sum())} pairs of consecutive answered calls fall on the same agent's day, "
+                         "and fewer than 10 of them in agent-days with at least two such pairs: the carry-over of "
+                         f"one customer's {item} to the next cannot be estimated on these data.")
+        else:
+            notes.append(f"The carry-over of one customer's {item} to the next cannot be estimated: "
+                         f"{str(exc).split(': ', 1)[-1]}")
+    truth = ws.truth or {}
+    realised = (truth.get("study") or {}).get("spillover_realised") or {}
+    gap_truth = realised.get("carry_over_by_gap") or ((truth.get("derived") or {}).get("spillover_gap") or {}).get(
+        "carry_over_by_gap") or {}
+    within_truth = realised.get("carry_over_within_day", _derived(ws, "spillover_gap", "carry_over_within_day"))
+    mean_decay = _derived(ws, "spillover_gap", "mean_decay_within_day")
+    few = False
+    if main is not None:
+        t, fit = main
+        per_day = fit.mean_pairs_per_group
+        funnel.append(("... in agent-days with at least two such pairs (usable pairs)", int(fit.n_obs)))
+        few = fit.n_obs < min_pairs or per_day < min_pairs_per_group
+        for n in fit.notes:
+            if few and "pairs per fixed-effect group" in n:
+                continue
+            if n.startswith("Gap bin(s)"):
+                bins = re.findall(r"'([^']+)'", n)
+                n = (f"Calls {' and '.join(_vc_bin_words(b) for b in bins)} the previous one: too few pairs (fewer "
+                     "than 20 in agent-days with another such pair) to estimate their carry-over.")
+            notes.append(n)
+        if few:
+            notes.append(
+                f"The carry-over rests on {fit.n_obs:,} usable pairs of consecutive answered calls, {per_day:.1f} "
+                "per agent-day. With so few pairs per day, the regression of one answer on the previous one is "
+                "strongly biased downwards (the Nickell bias of short series); the correction applied is reliable "
+                f"only with about {min_pairs_per_group:g} or more pairs per agent-day and {min_pairs:,} or more pairs "
+                "in all. Read the carry-over rows as indications; the shock version does not have this problem.")
+        caveat = (f"Rests on {fit.n_obs:,} pairs of consecutive answered calls, {per_day:.1f} per agent-day"
+                  + (": too few for a reliable correction of the short-series bias, so read it as an indication."
+                     if few else "; an association: the previous answer is one noisy reading, and a state that "
+                     "drifts within the day would look the same."))
+        dec = t[t["model"] == "decay"].copy()
+        dec["label"] = dec["term"].str.replace("prev_cx | gap ", "", regex=False)
+        co = _row(t, term="prev_cx")
+        head = dec.iloc[0] if len(dec) else None
+        if head is not None and np.isfinite(head["estimate"]):
+            hk = f"vicious_circle.carry_over.{_vc_bin_key(head['label'])}"
+            rows.append(finding(
+                hk, f"{item} carry-over, gap {head['label']}",
+                f"Change in this customer's {item} per point of the previous customer's {item}, for calls that start "
+                f"{_vc_bin_words(head['label'])} the agent's previous call (same agent and day; agent x day "
+                "effects; Nickell-corrected)", head["estimate"], head["ci_low"], head["ci_high"],
+                unit=f"{unit} per {item} point of the previous customer", n=int(head["n"]),
+                n_clusters=int(head["n_clusters"]), method="within (agent x day, by gap bin) regression on the "
+                "previous answer, first-order Nickell correction; SEs clustered by agent (t, G-1 df)",
+                kind="association", caveat=caveat, headline=True,
+                sentence=(f"For calls that start {_vc_bin_words(head['label'])} the agent's previous one, each "
+                          f"{item} point more from the previous customer {{link}} {{value}} {item} points more from "
+                          f"the next ({{n}} pairs of answers)."),
+            ))
+            if head["label"] in gap_truth and gap_truth[head["label"]] is not None:
+                latent[hk] = float(gap_truth[head["label"]])
+        if co is not None and np.isfinite(co["estimate"]):
+            rows.append(finding(
+                "vicious_circle.carry_over.within_day", f"{item} carry-over, same day",
+                f"Change in this customer's {item} per point of the previous customer's {item}, consecutive calls "
+                "of the same agent and day (agent x day effects; Nickell-corrected)",
+                co["estimate"], co["ci_low"], co["ci_high"], unit=f"{unit} per {item} point of the previous customer",
+                n=int(co["n"]), n_clusters=int(co["n_clusters"]),
+                method="within (agent x day) regression on the previous answer, first-order Nickell correction; "
+                       "SEs clustered by agent (t, G-1 df)", kind="association", caveat=caveat))
+            if np.isfinite(within_truth):
+                latent["vicious_circle.carry_over.within_day"] = float(within_truth)
+        drows = []
+        for i, r in enumerate(dec.itertuples(index=False)):
+            key = f"vicious_circle.carry_over.{_vc_bin_key(r.label)}"
+            drows.append({"key": None if i == 0 else key, "gap": r.label,
+                          "estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                          "unit": f"{unit} per {item} point", "n": int(r.n), "n_clusters": int(r.n_clusters)})
+            if i > 0 and r.label in gap_truth and gap_truth[r.label] is not None:
+                latent[key] = float(gap_truth[r.label])
+        details["decay"] = _vc_frame(drows, columns=["key", "gap", "estimate", "ci_low", "ci_high", "unit", "n",
+                                                        "n_clusters"])
+        lead = _row(t, term="next_cx (lead)")
+        lag = _row(t, term="prev_cx (lag)")
+        placebo_rows = []
+        if lead is not None and lag is not None:
+            placebo_rows += [
+                {"key": None, "check": f"Previous customer's {item} (the lag)",
+                 "estimate": lag["estimate"], "ci_low": lag["ci_low"], "ci_high": lag["ci_high"], "n": int(lag["n"]),
+                 "informative": "(compare)"},
+                {"key": "vicious_circle.placebo.cx_lead", "check": f"Next customer's {item} (CX lead)",
+                 "estimate": lead["estimate"], "ci_low": lead["ci_low"], "ci_high": lead["ci_high"],
+                 "n": int(lead["n"]), "informative": "no"}]
+        # the old report's design for comparison: agent x quarter effects
+        try:
+            per = run(spillover_pairs, cx, moderators=None, group="period", gap_bins=None, lead_placebo=False, n_bins=0)
+            pr = _row(per.table, term="prev_cx")
+            des = []
+            for label, res, r in (("agent x quarter (old report)", per, pr), ("agent x day (this report)", main, co)):
+                if r is None:
+                    continue
+                des.append({"key": "vicious_circle.design.agent_period" if res is per else None, "design": label,
+                            "estimate": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                            "n": int(r["n"]), "groups": int(res.fit.n_groups),
+                            "pairs_per_group": float(res.fit.mean_pairs_per_group)})
+            details["designs"] = _vc_frame(des)
+        except ValueError:
+            pass
+    else:
+        placebo_rows = []
+
+    # --- the shock version and its lead placebo
+    shock_rows: list[dict] = []
+    lead_rows: list[dict] = []
+    for name in shocks:
+        flag, _, label, phrase = _VC_SHOCKS[name]
+        if flag not in pairs.columns or pairs[flag].isna().all():
+            notes.append(f"The contact log has no '{flag}' flag: the shock version (previous call {label} -> this "
+                         f"{item}) cannot be estimated.")
+            continue
+        try:
+            res = run(shock_placebo_pairs, cx, shock=name, group="day", alpha=alpha)
+        except ValueError as exc:
+            notes.append(f"Shock version ({label}) not estimated: {exc}")
+            continue
+        for n in res.fit.notes:
+            if "does not vary" in n:
+                notes.append(f"Whether a call was {label} does not vary within the agents' days: no shock version "
+                             "for it.")
+            elif n.startswith("Only ") and "interactions have CX" in n:
+                notes.append(f"Only {res.fit.n_obs} answered calls have two earlier calls and a later one on the "
+                             f"same agent's day: the shock version (previous call {label}) cannot be estimated.")
+            elif "'predicts'" not in n:
+                notes.append(n)
+        sp = res.table
+        prev, nxt, two = (_row(sp, term=f"prev_{name}"), _row(sp, term=f"next_{name} (lead)"),
+                          _row(sp, term=f"prev2_{name}"))
+        if prev is None or nxt is None:
+            continue
+        if name == "transferred":
+            funnel.append(("Answered calls with two earlier calls and a later one that day (shock version)",
+                           int(res.fit.n_obs)))
+        lead_fails = bool(nxt["p"] < alpha)
+        kind = "association" if lead_fails else "effect"
+        cav = ("Its lead placebo fails (the next call's flag 'predicts' this answer, p = "
+               f"{nxt['p']:.3f}): a state shared within the day may produce the pattern, so it is read as an "
+               "association." if lead_fails else
+               f"Assumes that whether a call is {label} does not depend on a state of the agent that drifts within "
+               "the day; the lead placebo (next call) checks this, but detects only a drift strong enough for the "
+               "data at hand.")
+        key = f"vicious_circle.shock.{name}"
+        rows.append(finding(
+            key, f"{item} after {_VC_AFTER[name]}",
+            f"Difference in this customer's {item} when the agent's previous call that day {phrase} (agent x day "
+            f"effects; this call's and the call two back's flags held constant)",
+            prev["estimate"], prev["ci_low"], prev["ci_high"], unit=unit, n=int(prev["n"]),
+            n_clusters=int(prev["n_clusters"]),
+            method="within (agent x day) regression on the previous and next call's flag; SEs clustered by agent "
+                   "(t, G-1 df)", kind=kind, caveat=cav, headline=name == "transferred",
+            sentence=(f"A previous call that {phrase} {{link}} {{abs_value}} {item} points {{sign:more|less}} "
+                      f"from the agent's next customer that day ({{n}} answered calls).")))
+        pkey = f"vicious_circle.placebo.next_{name}"
+        covers = nxt["ci_low"] <= 0 <= nxt["ci_high"]
+        rows.append(finding(
+            pkey, f"Placebo: next call {_VC_SHORT[name]}",
+            f"Difference in this customer's {item} when the agent's *next* call that day {phrase}: it happens after "
+            "this customer has left, so it should be zero unless a state shared within the day moves both",
+            nxt["estimate"], nxt["ci_low"], nxt["ci_high"], unit=unit, n=int(nxt["n"]),
+            n_clusters=int(nxt["n_clusters"]), method="same regression as the shock version (lead term)",
+            kind="association", headline=name == "transferred",
+            caveat="The informative placebo: a non-zero value says a within-day state, not a carry-over, may "
+                   "produce the pattern.",
+            sentence=(f"The check: the next call's flag ({label}), which this customer never saw, {{link}} "
+                      f"{{value}} {item} points, " + ("consistent with no shared within-day state."
+                                                      if covers else
+                                                      "so a state shared within the day may be at work.")),
+        ))
+        if lead_fails:
+            notes.append(f"The lead placebo of the shock version fails (previous call {label}): the next call's "
+                         f"flag 'predicts' this customer's {item} (p = {nxt['p']:.3f}). A state that drifts within "
+                         "the agent's day (fatigue, queue load) may produce the pattern; the shock version is read "
+                         "as an association.")
+        for which, r, k in (("previous (carry-over)", prev, key), ("next (placebo)", nxt, pkey),
+                            ("two back (control)", two, f"{key}.two_back")):
+            if r is None:
+                continue
+            shock_rows.append({"key": k if which.startswith("two") else None, "flag": _VC_SHORT[name], "call": which,
+                               "estimate": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "unit": unit,
+                               "p": r["p"], "n": int(r["n"]), "n_clusters": int(r["n_clusters"])})
+        lead_rows.append({"key": None, "check": f"Next call {_VC_SHORT[name]} (shock lead)",
+                          "estimate": nxt["estimate"], "ci_low": nxt["ci_low"], "ci_high": nxt["ci_high"],
+                          "n": int(nxt["n"]), "informative": "yes"})
+        # the simulator: the flag moves the call's own latent CX by ops_to_cx; the next call carries
+        # lambda * decay of it (within the day on average: the realised carry-over)
+        b = ((truth.get("params") or {}).get("ops_to_cx") or {}).get("transfer" if name == "transferred" else "fcr")
+        if b is not None and np.isfinite(within_truth):
+            latent[key] = float(b) * float(within_truth) * (1.0 if name == "transferred" else -1.0)
+        ds = (truth.get("derived") or {}).get("day_state") or {}
+        if ds and (name != "transferred" or not (ds.get("drift_sd_per_sqrt_hour") and ds.get("transfer_per_state"))):
+            latent[pkey] = 0.0
+    if shock_rows:
+        details["shocks"] = _vc_frame(shock_rows)
+    if lead_rows or placebo_rows:
+        details["placebos"] = _vc_frame(lead_rows + placebo_rows)
+
+    # --- moderation by EX items (one Holm family)
+    if mods and main is not None:
+        try:
+            mres = run(spillover_pairs, cx, moderators=mods, group="day", gap_bins=None, lead_placebo=False, n_bins=0)
+        except ValueError as exc:
+            mres = None
+            notes.append(f"The moderation of the carry-over by {', '.join(_VC_MODERATOR.get(m, m) for m in mods)} "
+                         f"could not be estimated: {exc}")
+        if mres is not None:
+            at = next((i + 1 for i, (w, _) in enumerate(funnel) if "(usable pairs)" in w), len(funnel))
+            funnel.insert(at, ("... with the agent's EX answer of that wave (moderation model)", int(mres.fit.n_obs)))
+            mrows = []
+            for m in mods:
+                r = _row(mres.table, term=f"prev_cx:{m}")
+                if r is None or not np.isfinite(r["estimate"]):
+                    continue
+                word = _VC_MODERATOR.get(m, m)
+                ph = r["p_holm"]
+                rows.append(finding(
+                    f"vicious_circle.moderation.{m}", f"Carry-over per {_VC_MOD_SHORT[m]} point",
+                    f"Change in the within-day {item} carry-over per point of the agent's {word} (1-5) answered in the "
+                    "wave that opened the quarter (agent x day effects)", r["estimate"], r["ci_low"], r["ci_high"],
+                    unit=f"carry-over ({item} per {item} point) per point of {word}", n=int(r["n"]),
+                    n_clusters=int(r["n_clusters"]),
+                    method=f"within (agent x day) regression with the previous answer x {len(mods)} EX item(s); Holm "
+                           "over the items; SEs clustered by agent",
+                    kind="association",
+                    caveat=(f"Holm-adjusted p = {ph:.3f} over the {len(mods)} items tested (unadjusted p = "
+                            f"{r['p']:.3f}); agents who answer higher on {word} differ in other ways too.")))
+                mrows.append({"moderator": word, "estimate": r["estimate"], "ci_low": r["ci_low"],
+                              "ci_high": r["ci_high"], "p": r["p"], "p_holm": ph, "n": int(r["n"]),
+                              "n_clusters": int(r["n_clusters"])})
+                par = {"empowerment": "spillover_empowerment", "cx_insight_access": "insight_spillover"}.get(m)
+                pv = (truth.get("params") or {}).get(par) if par else None
+                if pv is not None and np.isfinite(mean_decay):
+                    latent[f"vicious_circle.moderation.{m}"] = float(pv) * mean_decay
+            details["moderation"] = pd.DataFrame(mrows)
+            notes += [n for n in mres.fit.notes if "pairs per fixed-effect group" not in n]
+            if mrows and not (pd.DataFrame(mrows)["p_holm"] < alpha).any():
+                notes.append(f"No EX item changes the carry-over detectably once the {len(mrows)} tests are "
+                             "adjusted for multiplicity (Holm).")
+
+    # --- counts the estimates rest on
+    if main is not None:
+        fit = main.fit
+        rows.append(finding("vicious_circle.pairs.per_agent_day", "Usable pairs per agent-day",
+                            "mean number of usable pairs per agent-day (the T of the short-series bias)",
+                            fit.mean_pairs_per_group, unit="pairs per agent-day", n=fit.n_groups,
+                            n_clusters=fit.n_clusters, method="count", kind="descriptive"))
+    if n_agents_answered < 30 and n_answered and not any("agents (clusters)" in n for n in notes):
+        notes.append(f"Only {n_agents_answered} agent{' has' if n_agents_answered == 1 else 's have'} answered "
+                     "calls: intervals that cluster by agent are unreliable with fewer than about 30.")
+    details["pairs"] = pd.DataFrame(funnel, columns=["what", "n"])
+
+    # --- simulated data: the same estimator on the latent CX of every call, against the truth
+    lc = None
+    if latent_check and ws.truth:
+        lc = _vc_latent_check(ws, gap_bins, alpha, realised, gap_truth, within_truth, mean_decay, truth)
+        if lc is not None:
+            details["latent_check"] = lc
+
+    # one "few agents" note (each model counts the agents of its own rows)
+    few_agents = [n for n in notes if "agents (clusters)" in n]
+    notes = [n for n in notes if "agents (clusters)" not in n or n == few_agents[0]]
+    out = _finish("vicious_circle", ws, rows, details, _notes(notes), latent)
+    if lc is not None and out.truth is not None:
+        # the truth check shows both: the latent-CX check (estimate against the simulator's truth on the
+        # same scale) first, then the report's findings beside their observed-scale and latent values
+        lrows = pd.DataFrame({"key": None, "finding": "Latent: " + lc["quantity"],
+                              "estimate": lc["estimate"], "ci_low": lc["ci_low"], "ci_high": lc["ci_high"],
+                              "truth": lc["truth"], "inside_ci": lc["inside_ci"], "latent": lc["truth"]})
+        out.truth = pd.concat([lrows, out.truth], ignore_index=True)
+    return out
+
+
+def _vc_latent_check(ws, gap_bins, alpha, realised, gap_truth, within_truth, mean_decay, truth) -> pd.DataFrame | None:
+    """The carry-over models on the latent CX of every interaction (simulated data) beside the truth."""
+    from cxex_lab.models.spillover import spillover
+    from cxex_lab.results import quietly
+
+    try:
+        n_int = int(ws.table("interactions").count().execute())
+    except Exception:  # noqa: BLE001 - a workspace without the table has no latent check either
+        return None
+    if n_int > 500_000:
+        return None
+    lat = ws.latent.get("interactions")
+    need = {"employee_id", "started_at", "cx_latent"}
+    if lat is None or not need <= set(lat.columns) or len(lat) < 100:
+        return None
+    recs = []
+    try:
+        with quietly():
+            t, _ = spillover(lat, "cx_latent", moderators=None, group="day", gap_bins=gap_bins, lead_placebo=False,
+                             n_bins=0, alpha=alpha)
+    except ValueError:
+        return None
+
+    def add(what, r, true):
+        if r is None or true is None or not np.isfinite(true):
+            return
+        recs.append({"quantity": what, "estimate": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                     "truth": float(true), "inside_ci": bool(r["ci_low"] <= true <= r["ci_high"]), "n": int(r["n"])})
+
+    add("carry-over, same day", _row(t, term="prev_cx"), within_truth)
+    for r in t[t["model"] == "decay"].itertuples(index=False):
+        label = r.term.replace("prev_cx | gap ", "")
+        add(f"carry-over, gap {label}", r._asdict(), gap_truth.get(label))
+    mods = [m for m in ("empowerment", "cx_insight_access") if m in lat.columns]
+    params = truth.get("params") or {}
+    if mods and np.isfinite(mean_decay):
+        try:
+            with quietly():
+                tm, _ = spillover(lat, "cx_latent", moderators=mods, group="day", gap_bins=None, lead_placebo=False,
+                                  n_bins=0, centre=3, alpha=alpha)
+            at33 = ((truth.get("derived") or {}).get("spillover_gap") or {}).get("by_empowerment_insight_within_day", {})
+            add("carry-over at items 3 and 3", _row(tm, term="prev_cx"),
+                (at33.get("3") or {}).get("3"))
+            for m, par in (("empowerment", "spillover_empowerment"), ("cx_insight_access", "insight_spillover")):
+                if m in mods and params.get(par) is not None:
+                    add(f"carry-over per {_VC_MOD_SHORT[m]} point", _row(tm, term=f"prev_cx:{m}"),
+                        float(params[par]) * mean_decay)
+        except ValueError:
+            pass
+    return pd.DataFrame(recs) if recs else None
 
 
 # =========================================================================== 08 study design

@@ -27,6 +27,8 @@ function                          draws (report)
                                   optional truth marks and hue (04-07)
 :func:`power_curves`              power by employees, one panel per number of
                                   waves, one line per effect size (08)
+:func:`carry_over_by_gap`         the carry-over from one call to the next by
+                                  the time between them (07)
 ================================  ===========================================
 """
 
@@ -43,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["STYLE", "COLORS", "Chart", "style", "forest", "mirror", "mirror_plot", "response_rates",
-           "company_vs_linked", "power_curves"]
+           "company_vs_linked", "power_curves", "carry_over_by_gap"]
 
 #: The house style (matplotlib rcParams) every figure is drawn and saved with.
 STYLE: dict[str, Any] = {
@@ -432,6 +434,81 @@ def power_curves(grid: pd.DataFrame, *, target: float = 0.8, alpha: float = 0.05
                    f"dashed line: {100 * target:.0f}% target, dotted: {100 * alpha:.0f}% false positives"
                    + (f"; highest power {100 * best['power']:.0f}% (effect {best['effect']:g}, {best['n_units']} "
                       f"employees, {best['n_waves']} waves)." if best is not None else "."))
+    return Chart(fig, text)
+
+
+# --------------------------------------------------------------------------- carry-over by gap (07)
+
+def carry_over_by_gap(
+    df: pd.DataFrame,
+    *,
+    gap: str = "gap",
+    estimate: str = "estimate",
+    ci: tuple[str, str] = ("ci_low", "ci_high"),
+    n: str | None = "n",
+    truth: str | None = None,
+    ylabel: str | None = None,
+    title: str | None = None,
+    alt: str | None = None,
+) -> Chart:
+    """The carry-over from one call to the next by the time between them (report 07).
+
+    One point with its 95% interval per gap bin, in the table's order (shortest
+    gap first), on one axis in the unit of the estimates (``ylabel``, or the
+    table's ``unit`` column); the zero line; the number of pairs under each bin
+    (``n``). ``truth`` names a column of true values drawn as red marks
+    (simulated data).
+
+    Parameters
+    ----------
+    df : DataFrame
+        One row per gap bin: ``gap`` (its label), ``estimate``, ``ci_low``,
+        ``ci_high``, optionally ``n`` and ``unit`` (one unit for all rows).
+
+    Raises
+    ------
+    ValueError
+        When a column is missing, the rows mix units, or no unit is given.
+    """
+    _check_columns(df, (gap, estimate, *ci), "carry_over_by_gap")
+    if ylabel is None:
+        units = list(dict.fromkeys(df["unit"].astype(str))) if "unit" in df.columns else []
+        if len(units) != 1:
+            raise ValueError("carry_over_by_gap: give ylabel= or one 'unit' for all rows "
+                             f"(the table has units {units or 'none'})")
+        ylabel = units[0]
+    labels = [str(v) for v in df[gap]]
+    est = df[estimate].astype(float).to_numpy()
+    lo = df[ci[0]].astype(float).to_numpy()
+    hi = df[ci[1]].astype(float).to_numpy()
+    x = np.arange(len(df))
+    with style():
+        fig = _figure(figsize=(max(4.8, 1.7 * len(df) + 2.2), 3.7 + (0.3 if title else 0)), layout="constrained")
+        ax = fig.subplots()
+        err = np.vstack([np.where(np.isnan(lo), 0, est - lo), np.where(np.isnan(hi), 0, hi - est)])
+        ax.errorbar(x, est, yerr=err, fmt="o", capsize=4, ms=6, lw=1.6, color=COLORS["CX"], label="estimate (95% CI)")
+        if truth is not None and truth in df.columns:
+            tv = df[truth].astype(float).to_numpy()
+            ok = np.isfinite(tv)
+            ax.plot(x[ok], tv[ok], marker="_", ls="none", color=COLORS["truth"], ms=22, mew=2.4, label="truth")
+        ax.axhline(0, color=COLORS["reference"], lw=0.9)
+        ticks = labels
+        if n is not None and n in df.columns:
+            ticks = [f"{lab}\n{int(k):,} pairs" if pd.notna(k) else lab for lab, k in zip(labels, df[n])]
+        ax.set_xticks(x, ticks)
+        ax.set_xlim(-0.6, len(df) - 0.4)
+        ax.set_xlabel("Time since the agent's previous call started")
+        ax.set_ylabel(ylabel if len(ylabel) <= 24 else ylabel.replace(" per ", "\nper ", 1))
+        ax.grid(axis="x", visible=False)
+        if truth is not None and truth in df.columns:
+            ax.legend(loc="best")
+        if title:
+            ax.set_title(title)
+    from cxex_lab.present import fmt_estimate
+
+    parts = [f"{lab}: {fmt_estimate(e, a, b)}" for lab, e, a, b in zip(labels, est, lo, hi)]
+    text = alt or (f"{title + '. ' if title else ''}Carry-over from one call to the next by the time since the "
+                   f"previous call started, in {ylabel}, with 95% intervals: " + "; ".join(parts) + ".")
     return Chart(fig, text)
 
 

@@ -793,10 +793,11 @@ def show_plot(plot: Any, data: pd.DataFrame | None, /, *args: Any, caption: str 
 # --------------------------------------------------------------------------- truth check, study facts
 
 
-def show_truth(findings: Any, title: str = "Truth check (simulated data only)") -> None:
+def show_truth(findings: Any, title: str = "Truth check (simulated data only)", **fmt: Any) -> None:
     """The truth check of a Findings (``findings.truth``) as a table.
 
     On real data (a Findings without ``truth``) it says so in one line instead.
+    ``fmt`` goes to :func:`table_html` (e.g. ``digits={"truth": 3}``, ``labels=...``).
     """
     truth = findings if isinstance(findings, pd.DataFrame) or findings is None else getattr(findings, "truth", None)
     if truth is None and findings is not None and not isinstance(findings, pd.DataFrame):
@@ -805,7 +806,7 @@ def show_truth(findings: Any, title: str = "Truth check (simulated data only)") 
     if truth is None or len(truth) == 0:
         return
     shown = truth.drop(columns=[c for c in ("key",) if c in truth.columns])
-    _display_html(f'<h2 style="{_FONT};font-size:1.15rem">{html.escape(title)}</h2>' + table_html(shown), title)
+    _display_html(f'<h2 style="{_FONT};font-size:1.15rem">{html.escape(title)}</h2>' + table_html(shown, **fmt), title)
 
 
 #: Known study facts, in the order they are stated, with their wording.

@@ -1280,8 +1280,12 @@ class Workspace:
             handle_seconds``; the same with ``prev_`` and ``next_`` prefixes
             for the neighbours (missing for an agent's first / last);
             ``prev_gap_seconds``, ``next_gap_seconds``, ``prev_same_day``,
-            ``next_same_day``; ``ex_wave`` and ``ex_columns``. Sorted by
-            employee and time.
+            ``next_same_day``, ``prev_period``, ``next_period``; the interaction
+            two back (for the shock placebo of
+            :func:`cxex_lab.models.spillover.spillover_pairs`):
+            ``prev2_resolved_first_contact``, ``prev2_transferred``,
+            ``prev2_same_day``, ``prev2_period``; ``ex_wave`` and
+            ``ex_columns``. Sorted by employee and time.
         """
         from cxex_lab.linkage import _check_lag
 
@@ -1302,22 +1306,27 @@ class Workspace:
         w = ibis.window(group_by=j.employee_id, order_by=[j.started_at, j.interaction_id])
         flags = ("surveyed", "nps", "csat", "ces", "resolved_first_contact", "transferred", "handle_seconds")
         new = {"seq": ibis.row_number().over(w) + 1}
-        for f in (*flags, "started_at", "day"):
+        for f in (*flags, "started_at", "day", "period"):
             new[f"prev_{f}"] = j[f].lag().over(w)
             new[f"next_{f}"] = j[f].lead().over(w)
+        for f in ("resolved_first_contact", "transferred", "day", "period"):
+            new[f"prev2_{f}"] = j[f].lag(2).over(w)
         j = j.mutate(**new)
         secs = j.started_at.epoch_seconds()
         j = j.mutate(prev_gap_seconds=(secs - j.prev_started_at.epoch_seconds()).cast("float64"),
                      next_gap_seconds=(j.next_started_at.epoch_seconds() - secs).cast("float64"),
-                     prev_same_day=j.prev_day == j.day, next_same_day=j.next_day == j.day)
+                     prev_same_day=j.prev_day == j.day, next_same_day=j.next_day == j.day,
+                     prev2_same_day=j.prev2_day == j.day)
         if surveyed_only:
             j = j.filter(j.surveyed)
         j = j.mutate(ex_wave=contract.ex_wave_of(j.period, "wave", ex_lag, self._waves))
         e = ex.select(_eid=ex.employee_id, _wave=ex.wave.cast("int64"), **{k: ex[k] for k in ex_columns})
         j = j.left_join(e, (j.employee_id == e._eid) & (j.ex_wave == e._wave)).drop("_eid", "_wave")
         cols = ["interaction_id", "employee_id", "team_id", "site_id", "started_at", "day", "period", "seq",
-                *flags, *[f"prev_{f}" for f in flags], "prev_gap_seconds", "prev_same_day",
-                *[f"next_{f}" for f in flags], "next_gap_seconds", "next_same_day", "ex_wave", *ex_columns]
+                *flags, *[f"prev_{f}" for f in flags], "prev_gap_seconds", "prev_same_day", "prev_period",
+                *[f"next_{f}" for f in flags], "next_gap_seconds", "next_same_day", "next_period",
+                "prev2_resolved_first_contact", "prev2_transferred", "prev2_same_day", "prev2_period",
+                "ex_wave", *ex_columns]
         out = _frame(self.con, j.select(*cols).order_by(["employee_id", "started_at", "interaction_id"]))
         out.attrs["n_with_ex"] = int(out[list(ex_columns)[0]].notna().sum()) if ex_columns else 0
         return out

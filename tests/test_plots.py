@@ -118,6 +118,39 @@ def test_power_curves_one_panel_per_wave_count():
     assert [ln.get_ydata()[-1] for ln in chart.axes[0].get_lines()][:2] == [pytest.approx(6.0), pytest.approx(90.0)]
 
 
+def decay_table():
+    return pd.DataFrame({
+        "gap": ["< 10 min", "10 min to 1 h", "1 h to 4 h"], "estimate": [0.19, 0.16, -0.02],
+        "ci_low": [0.12, 0.05, -0.3], "ci_high": [0.26, 0.27, 0.26], "n": [700, 650, 1200],
+        "unit": ["CSAT points (1-5) per CSAT point"] * 3, "truth": [0.2, 0.17, np.nan],
+    })
+
+
+def test_carry_over_by_gap_one_axis_in_the_estimates_unit_with_pairs_and_truth():
+    chart = plots.carry_over_by_gap(decay_table(), truth="truth", title="Carry-over by gap")
+    (ax,) = chart.axes
+    assert "CSAT points (1-5)" in ax.get_ylabel() and ax.get_xlabel().startswith("Time since")
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["< 10 min\n700 pairs", "10 min to 1 h\n650 pairs", "1 h to 4 h\n1,200 pairs"]
+    # the points are the estimates in table order (shortest gap first); truth marks only where known
+    (bars,) = ax.containers
+    assert bars.get_label() == "estimate (95% CI)"
+    np.testing.assert_allclose(bars.lines[0].get_ydata(), [0.19, 0.16, -0.02])
+    marks = [ln for ln in ax.get_lines() if ln.get_label() == "truth"][0]
+    np.testing.assert_allclose(marks.get_ydata(), [0.2, 0.17])
+    assert "< 10 min: 0.19 [0.12, 0.26]" in chart.alt and "1 h to 4 h: 0.0 [-0.3, 0.3]" in chart.alt
+
+
+def test_carry_over_by_gap_refuses_mixed_or_missing_units():
+    with pytest.raises(ValueError, match="one 'unit' for all rows"):
+        plots.carry_over_by_gap(decay_table().assign(unit=["a", "b", "a"]))
+    with pytest.raises(ValueError, match="one 'unit' for all rows"):
+        plots.carry_over_by_gap(decay_table().drop(columns="unit"))
+    assert plots.carry_over_by_gap(decay_table().drop(columns="unit"), ylabel="CSAT points").axes[0].get_ylabel() == "CSAT points"
+    with pytest.raises(ValueError, match=r"column\(s\) \['gap'\] missing"):
+        plots.carry_over_by_gap(decay_table().drop(columns="gap"))
+
+
 def test_chart_displays_itself_with_alt_text_and_house_style():
     chart = plots.forest(estimates())
     bundle = chart._repr_mimebundle_()

@@ -1,5 +1,7 @@
 """Interaction-level spillover (the vicious circle): pairing, Nickell correction, recovery,
-agent x day effects, decay, moderators with Holm, and the lead placebos."""
+agent x day effects, decay, moderators with Holm, and the lead placebos; the pairs input
+(``spillover_pairs`` on what ``ws.pairs()`` computes in the engine) against the interaction-level
+path."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from cxex_lab.models.spillover import SpilloverFit, spillover
+from cxex_lab.models.spillover import SpilloverFit, shock_placebo_pairs, spillover, spillover_pairs
 from cxex_lab.results import TABLE_COLUMNS
 from cxex_lab.simulate import simulate_study
 
@@ -400,3 +402,144 @@ def test_missing_time_rows_are_counted_not_silently_dropped():
     d.loc[[3, 20, 40], "started_at"] = np.nan
     _, fit = spillover(d, "cx", centre=3)
     assert fit.n_dropped == 3
+
+
+# --------------------------------------------------------------------------- pairs input (ws.pairs)
+@pytest.fixture(scope="module")
+def ws_study():
+    from cxex_lab.workspace import Workspace
+
+    # ~24k interactions on logged working days (default decay), 160 agents, 3 waves
+    s = simulate_study(n_sites=4, n_employees=160, n_waves=3, seed=5, latent=True)
+    ws = Workspace.from_study(s)
+    yield s, ws
+    ws.close()
+
+
+def _interaction_level(s):
+    """The interaction-level input, in the engine's order (start time, then interaction id)."""
+    from cxex_lab.linkage import link_interactions
+
+    inter = link_interactions(s, ex_lag=0)
+    inter = inter.merge(s.latent["interactions"][["interaction_id", "cx_latent"]], on="interaction_id")
+    return inter.sort_values(["employee_id", "started_at", "interaction_id"], kind="mergesort").reset_index(drop=True)
+
+
+def _same_estimates(a, b):
+    ta, tb = a.table, b.table
+    assert ta["term"].tolist() == tb["term"].tolist()
+    np.testing.assert_array_equal(ta["n"], tb["n"])
+    np.testing.assert_array_equal(ta["n_clusters"], tb["n_clusters"])
+    cols = ["estimate", "se", "ci_low", "ci_high", "p", "p_holm", "estimate_uncorrected", "bias_correction"]
+    np.testing.assert_allclose(ta[cols].to_numpy(float), tb[cols].to_numpy(float), rtol=1e-9, atol=1e-12)
+    fa, fb = a.fit, b.fit
+    for f in ("n_obs", "n_clusters", "n_groups", "mean_pairs_per_group", "n_shock_obs", "centre", "gap_bins", "gap_unit"):
+        assert getattr(fa, f) == getattr(fb, f), f
+    # the exclusions that concern pairs whose later member is answered are counted the same way
+    for r in ("prev_cx_missing", "moderator_missing", "singleton_group"):
+        assert fa.n_pairs_excluded[r] == fb.n_pairs_excluded[r], r
+
+
+def test_engine_pairs_hold_the_neighbours_the_pairs_path_needs(ws_study):
+    # ws.pairs (window functions in DuckDB) against a pandas shift over the full log
+    s, ws = ws_study
+    it = _interaction_level(s)
+    g = it.groupby("employee_id")
+    day = it["started_at"].dt.normalize()
+    exp = pd.DataFrame({
+        "interaction_id": it["interaction_id"], "seq": g.cumcount() + 1,
+        "prev_transferred": g["transferred"].shift(1), "next_transferred": g["transferred"].shift(-1),
+        "prev2_transferred": g["transferred"].shift(2),
+        "prev2_resolved_first_contact": g["resolved_first_contact"].shift(2),
+        "prev_period": g["period"].shift(1), "next_period": g["period"].shift(-1), "prev2_period": g["period"].shift(2),
+        "prev2_same_day": (day.groupby(it["employee_id"]).shift(2) == day).where(g.cumcount() >= 2),
+    })[it["csat"].notna().to_numpy()].reset_index(drop=True)
+    got = ws.pairs()
+    assert got["interaction_id"].tolist() == exp["interaction_id"].tolist()
+    np.testing.assert_array_equal(got["seq"], exp["seq"])
+    for c in exp.columns[2:]:
+        a = pd.to_numeric(got[c].map({True: 1, False: 0}, na_action="ignore") if got[c].dtype == object else got[c])
+        b = pd.to_numeric(exp[c].map({True: 1, False: 0}, na_action="ignore") if exp[c].dtype == object else exp[c])
+        np.testing.assert_array_equal(a.to_numpy(float, na_value=np.nan), b.to_numpy(float, na_value=np.nan), err_msg=c)
+    assert got["prev2_transferred"].notna().sum() > 0.9 * len(got)
+
+
+@pytest.mark.parametrize("group", ["day", "period"])
+@pytest.mark.parametrize("moderators", [None, ["empowerment", "cx_insight_access"]])
+def test_pairs_path_equals_the_interaction_path_on_observed_csat(ws_study, group, moderators):
+    s, ws = ws_study
+    inter = _interaction_level(s)
+    a = spillover(inter, "csat", moderators=moderators, group=group, shock="transferred", n_bins=2)
+    b = spillover_pairs(ws.pairs(), "csat", moderators=moderators, group=group, shock="transferred", n_bins=2)
+    _same_estimates(a, b)
+    assert {"carry_over", "decay", "lead_placebo", "shock_placebo"} <= set(b.table["model"])
+    assert b.fit.fixed_effects == ("employee_id", group)
+
+
+@pytest.mark.parametrize("group", ["day", "period"])
+def test_pairs_path_equals_the_interaction_path_on_latent_cx(ws_study, group):
+    # every interaction carries latent CX: the pairs are ws.pairs(surveyed_only=False) with the
+    # latent value of each interaction and of its predecessor (by seq) joined on
+    s, ws = ws_study
+    inter = _interaction_level(s)
+    p = ws.pairs(surveyed_only=False).merge(inter[["interaction_id", "cx_latent"]], on="interaction_id")
+    p = p.sort_values(["employee_id", "seq"]).reset_index(drop=True)
+    p["prev_cx_latent"] = p.groupby("employee_id")["cx_latent"].shift(1)
+    mods = ["empowerment", "cx_insight_access"]
+    a = spillover(inter, "cx_latent", moderators=mods, group=group, shock="transferred", centre=3)
+    b = spillover_pairs(p, "cx_latent", moderators=mods, group=group, shock="transferred", centre=3)
+    _same_estimates(a, b)
+    # and the estimate is the simulator's: within the day the moderated carry-over at 3/3
+    if group == "day":
+        g = s.truth["derived"]["spillover_gap"]
+        row = _rows(b.table, "carry_over").loc["prev_cx"]
+        assert row["ci_low"] <= g["by_empowerment_insight_within_day"]["3"]["3"] <= row["ci_high"]
+
+
+def test_pairs_path_handles_gaps_with_durations_and_agent_groups(ws_study):
+    s, ws = ws_study
+    inter = _interaction_level(s)
+    a = spillover(inter, "csat", moderators=None, group=None, duration="handle_seconds")
+    b = spillover_pairs(ws.pairs(), "csat", moderators=None, group=None, duration="handle_seconds")
+    _same_estimates(a, b)
+
+
+def test_pairs_path_n_bins_zero_and_row_clusters(ws_study):
+    _, ws = ws_study
+    t, fit = spillover_pairs(ws.pairs(), "csat", moderators="empowerment", n_bins=0, gap_bins=None,
+                             lead_placebo=False)
+    assert set(t["model"]) == {"carry_over"}
+    assert (t["n_clusters"] == fit.n_clusters).all() and fit.n_clusters <= 160
+
+
+def test_shock_placebo_alone_equals_the_shock_rows_and_needs_no_answered_neighbours(ws_study):
+    _, ws = ws_study
+    p = ws.pairs()
+    full = spillover_pairs(p, "csat", moderators=None, group="day", shock="transferred", gap_bins=None)
+    alone = shock_placebo_pairs(p, "csat", shock="transferred", group="day")
+    want = full.table[full.table["model"] == "shock_placebo"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone.table, want[alone.table.columns])
+    assert alone.fit.n_obs == full.fit.n_shock_obs and alone.fit.cluster == "employee_id"
+    # without any answered neighbour there is no carry-over to estimate, but the shock version stands
+    no_pairs = p.assign(prev_csat=np.nan)
+    with pytest.raises(ValueError, match="usable pairs"):
+        spillover_pairs(no_pairs, "csat", moderators=None)
+    again = shock_placebo_pairs(no_pairs, "csat", shock="transferred")
+    pd.testing.assert_frame_equal(again.table, alone.table)
+
+
+@pytest.mark.parametrize(
+    "mutate, kwargs, message",
+    [
+        (lambda p: p.drop(columns="prev_csat"), {}, "column 'prev_csat' not found in the pairs"),
+        (lambda p: p.drop(columns=["prev_same_day"]), {}, "group 'day' needs column 'prev_same_day' or 'prev_day'"),
+        (lambda p: p.drop(columns="prev2_transferred"), dict(shock="transferred"), "column 'prev2_transferred' not found"),
+        (lambda p: pd.concat([p, p.head(2)]), {}, r"\(employee_id, seq\) must identify a row"),
+        (lambda p: p, dict(group="team"), "column 'team' not found"),
+        (lambda p: p.head(12), {}, "usable pairs"),
+    ],
+)
+def test_pairs_path_bad_input_messages(ws_study, mutate, kwargs, message):
+    _, ws = ws_study
+    with pytest.raises(ValueError, match=message):
+        spillover_pairs(mutate(ws.pairs()), **(dict(cx="csat", moderators=None) | kwargs))

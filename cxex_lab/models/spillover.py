@@ -13,6 +13,12 @@ within estimator. Beside the carry-over it gives
   and, more informative, an exogenous operational shock of the *next*
   interaction (e.g. it was transferred) "predicting" this interaction's CX,
   beside the same shock of the *previous* interaction.
+
+:func:`spillover_pairs` fits the same models on the consecutive-interaction
+pairs a study workspace computes in its engine (``ws.pairs()``: window
+functions, so the interaction log never enters pandas); on the same study it
+gives the same estimates as :func:`spillover` on the full interaction table
+(``tests/test_spillover.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from statsmodels.stats.multitest import multipletests
 from cxex_lab.models._checks import _check_columns, _check_frame
 from cxex_lab.results import Fit, Result
 
-__all__ = ["SpilloverFit", "spillover"]
+__all__ = ["SpilloverFit", "shock_placebo_pairs", "spillover", "spillover_pairs"]
 
 _MIN_BIN_PAIRS = 20  # a gap bin with fewer pairs is left out of the decay model
 _REASONS = (
@@ -299,7 +305,7 @@ def spillover(
         same pairs.
     n_bins : int or None
         Quantile bins of the first moderator for per-bin estimates (duplicate
-        edges merged); ``None`` = one estimate per level.
+        edges merged); ``None`` = one estimate per level; 0 = no per-bin rows.
     alpha : float
         1 - confidence level.
     centre : float or dict, optional
@@ -315,7 +321,8 @@ def spillover(
         ``table``: columns ``term, estimate, se`` (cluster-robust by ``unit``),
         ``ci_low, ci_high, p`` (t with G-1 df, G = agents), ``n`` (pairs or
         interactions), ``model``, ``p_holm``, ``estimate_uncorrected``,
-        ``bias_correction``, ``moderator_mean``. Rows by ``model``:
+        ``bias_correction``, ``moderator_mean``, ``n_clusters`` (agents behind
+        the row). Rows by ``model``:
 
         ===================== ==================================================
         model                 rows
@@ -457,14 +464,7 @@ def spillover(
     """
     func = "spillover"
     df = _check_frame(interactions, func)
-    if not 0 < alpha < 1:
-        raise ValueError(f"{func}: alpha must be between 0 and 1, got {alpha}.")
-    if n_bins is not None and n_bins < 1:
-        raise ValueError(f"{func}: n_bins must be >= 1 (or None for one estimate per level), got {n_bins}.")
-    mods = [moderators] if isinstance(moderators, str) else list(moderators or [])
-    if len(set(mods)) != len(mods):
-        raise ValueError(f"{func}: moderators contain duplicates {mods}; list each column once.")
-    groups = [group] if isinstance(group, str) else list(group or [])
+    mods, groups, edges = _check_common(func, alpha, n_bins, moderators, group, gap_bins, shock, cx)
     by_day = "day" in groups
     col_groups = [g for g in groups if g != "day"]
     _check_columns(df, [unit, time, *col_groups], func, numeric=False)
@@ -480,14 +480,6 @@ def spillover(
             f"{func}: group='day' needs datetime stamps in {time!r} (dtype {df[time].dtype}); pass a "
             "day column as group instead."
         )
-    if gap_bins is not None:
-        edges = [float(v) for v in gap_bins]
-        if not edges or any(b <= a for a, b in zip(edges[:-1], edges[1:])) or edges[0] <= 0:
-            raise ValueError(f"{func}: gap_bins must be increasing positive edges, got {list(gap_bins)}.")
-    else:
-        edges = []
-    if shock and shock == cx:
-        raise ValueError(f"{func}: shock {shock!r} is the CX column; pass an operational outcome such as 'transferred'.")
 
     base_cols = list(dict.fromkeys([unit, time, *col_groups]))
     ok = df[base_cols].notna().all(axis=1).to_numpy()
@@ -534,42 +526,385 @@ def spillover(
 
     reason = np.full(n_rows, "", dtype=object)
     reason[~same_unit] = "first_of_unit"
-    rest = reason == ""
-    for name, bad in (
+    use = _assign_reasons(reason, (
         ("crosses_group", ~same_group),
         ("cx_missing", np.isnan(y)),
         ("prev_cx_missing", np.isnan(prev_y)),
         ("moderator_missing", np.isnan(mvals).any(axis=1) if mods else np.zeros(n_rows, bool)),
-    ):
+    ), gcode, func, cx)
+
+    shock_data = None
+    if shock:
+        s = d[shock].to_numpy(dtype=float)
+        prev_s = np.r_[np.nan, s[:-1]]
+        prev2_s = np.r_[np.nan, np.nan, s[:-2]]
+        next_s = np.r_[s[1:], np.nan]
+        prev_same = np.r_[False, same_group[:-1]]  # k-2 and k-1 in the same group
+        next_same = np.r_[same_group[1:], False]
+        ok_s = same_group & prev_same & next_same & ~np.isnan(y)
+        shock_data = _shock_sample(ok_s, y, prev_s, next_s, prev2_s, s, gcode, ucode)
+
+    sample = _PairSample(
+        y=y[use], x=prev_y[use], pos=pos[use], ucode=ucode[use], gcode=gcode[use], mvals=mvals[use], gap=gap[use],
+        shock=shock_data, excluded={name: int((reason == name).sum()) for name in _REASONS}, n_dropped=n_dropped,
+        n_ties=n_ties, notes=notes, gap_unit=gap_unit,
+        label=" x ".join(["agent"] + [g for g in col_groups if g != unit] + (["day"] if by_day else [])),
+        fixed_effects=tuple("day" if c == "__day" else c for c in fe_cols),
+    )
+    return _estimate(sample, func=func, cx=cx, unit=unit, mods=mods, edges=edges, shock=shock,
+                     lead_placebo=lead_placebo, n_bins=n_bins, alpha=alpha, centre=centre,
+                     bias_correction=bias_correction)
+
+
+def spillover_pairs(
+    pairs: pd.DataFrame,
+    cx: str = "csat",
+    unit: str = "employee_id",
+    moderators: str | Sequence[str] | None = "empowerment",
+    group: str | Sequence[str] | None = "day",
+    gap_bins: Sequence[float] | None = (10, 60, 240),
+    duration: str | None = None,
+    shock: str | None = None,
+    lead_placebo: bool = True,
+    n_bins: int | None = 3,
+    alpha: float = 0.05,
+    centre: float | Mapping[str, float] | None = None,
+    bias_correction: bool = True,
+    seq: str = "seq",
+    gap: str = "prev_gap_seconds",
+) -> Result:
+    r""":func:`spillover` on consecutive-interaction pairs computed in the engine (``ws.pairs()``).
+
+    Takes exactly what :meth:`cxex_lab.workspace.Workspace.pairs` returns: one
+    row per (surveyed) interaction with its CX, its immediate neighbours' CX and
+    operational flags, the gap, the day, the period and its position ``seq`` in
+    the agent's sequence (counted over *every* interaction, surveyed or not). So
+    the raw interaction log never has to be read into pandas: the window
+    functions ran in the engine. Same model, same rows and the same estimates as
+    :func:`spillover` on the full interaction table (tested on simulated studies,
+    latent and observed CX, agent x day and agent x period groups).
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        ``ws.pairs(...)`` (``surveyed_only=True`` suffices: rows without
+        ``cx`` cannot be the later member of a pair). Columns used: ``unit``,
+        ``seq``, ``cx`` and ``prev_<cx>``; for each group column *g*
+        (``"day"``, ``"period"``) the column *g* and ``prev_same_<g>`` or
+        ``prev_<g>``; ``gap`` (seconds from the previous interaction's start)
+        with ``gap_bins``; ``prev_<duration>`` (seconds) with ``duration``;
+        with ``shock``: ``<shock>``, ``prev_<shock>``, ``next_<shock>``,
+        ``prev2_<shock>`` and, per group column, ``next_same_<g>`` /
+        ``next_<g>`` and ``prev2_same_<g>`` / ``prev2_<g>`` (the interaction
+        two back).
+    cx, unit, moderators, gap_bins, shock, lead_placebo, n_bins, alpha, centre, bias_correction
+        As in :func:`spillover` (``moderators`` are columns of ``pairs``: the
+        agent's EX answers that ``ws.pairs`` joins).
+    group : str or list of str or None
+        Fixed-effect groups nested in the agent: ``"day"`` (default, agent x
+        day), ``"period"`` (agent x wave period), both, or None (agent).
+    duration : str, optional
+        Handle-time column (seconds); the gap becomes the idle time from the
+        end of the previous interaction (``prev_<duration>``).
+    seq, gap : str
+        The position and gap columns (``ws.pairs`` names).
+
+    Returns
+    -------
+    Result
+        As :func:`spillover`. ``fit.n_pairs_excluded`` counts only the rows
+        given (with ``surveyed_only=True``, unsurveyed interactions are not
+        rows, so ``cx_missing`` counts surveyed rows without ``cx``).
+
+    Notes
+    -----
+    Positions: the Nickell correction needs the distance, in interactions,
+    between the pairs of a group (an unsurveyed interaction between two
+    surveyed ones still counts); ``seq`` carries it. The CX lead placebo needs
+    only the pair itself; the shock placebo needs the neighbours' flags, which
+    ``ws.pairs`` gives for every surveyed interaction whether or not the
+    neighbours were surveyed.
+    """
+    func = "spillover_pairs"
+    df = _check_frame(pairs, func)
+    mods, groups, edges = _check_common(func, alpha, n_bins, moderators, group, gap_bins, shock, cx)
+    need = [f"prev_{cx}"] + ([gap] if edges else []) + ([f"prev_{duration}"] if duration else []) + \
+        ([f"prev_{shock}", f"next_{shock}", f"prev2_{shock}"] if shock else [])
+    d, n_dropped, ucode, gcode, same = _pairs_frame(df, func, cx, unit, seq, groups, mods, shock, need)
+    n_rows = len(d)
+    pos = d[seq].to_numpy(dtype=float)
+    y = d[cx].to_numpy(dtype=float)
+    prev_y = _as_float(d[f"prev_{cx}"])
+    mvals = d[mods].to_numpy(dtype=float) if mods else np.zeros((n_rows, 0))
+    # the agent's first interaction has no previous one: no gap (or, without a gap column, seq 1)
+    raw_gap = _as_float(d[gap]) / 60.0 if gap in d.columns else np.full(n_rows, np.nan)
+    has_prev = ~np.isnan(raw_gap) if gap in d.columns else pos > 1
+    gmin = raw_gap
+    if duration:
+        gmin = np.clip(raw_gap - _as_float(d[f"prev_{duration}"]) / 60.0, 0.0, None)
+    same_group = has_prev & same("prev")
+    notes: list[str] = []
+    n_ties = int((raw_gap == 0).sum())
+    if n_ties:
+        msg = (
+            f"{n_ties} interactions share their start time with the agent's previous one; their order "
+            "is the engine's (start time, then interaction id). Use a finer time stamp if possible."
+        )
+        warnings.warn(f"{func}: {msg}", stacklevel=2)
+        notes.append(msg)
+
+    reason = np.full(n_rows, "", dtype=object)
+    reason[~has_prev] = "first_of_unit"
+    use = _assign_reasons(reason, (
+        ("crosses_group", ~same_group),
+        ("cx_missing", np.isnan(y)),
+        ("prev_cx_missing", np.isnan(prev_y)),
+        ("moderator_missing", np.isnan(mvals).any(axis=1) if mods else np.zeros(n_rows, bool)),
+    ), gcode, func, cx)
+
+    shock_data = None
+    if shock:
+        shock_data = _pairs_shock(d, cx, shock, same_group & same("prev2") & same("next"), gcode, ucode)
+
+    sample = _PairSample(
+        y=y[use], x=prev_y[use], pos=pos[use], ucode=ucode[use], gcode=gcode[use], mvals=mvals[use], gap=gmin[use],
+        shock=shock_data, excluded={name: int((reason == name).sum()) for name in _REASONS}, n_dropped=n_dropped,
+        n_ties=n_ties, notes=notes, gap_unit="minutes",
+        label=" x ".join(["agent"] + list(groups)), fixed_effects=(unit, *groups),
+    )
+    return _estimate(sample, func=func, cx=cx, unit=unit, mods=mods, edges=edges, shock=shock,
+                     lead_placebo=lead_placebo, n_bins=n_bins, alpha=alpha, centre=centre,
+                     bias_correction=bias_correction)
+
+
+def shock_placebo_pairs(
+    pairs: pd.DataFrame,
+    cx: str = "csat",
+    shock: str = "transferred",
+    unit: str = "employee_id",
+    group: str | Sequence[str] | None = "day",
+    alpha: float = 0.05,
+    seq: str = "seq",
+) -> Result:
+    r"""The shock version of the carry-over and its lead placebo, on ``ws.pairs()``.
+
+    The ``shock_placebo`` model of :func:`spillover` on its own: this
+    interaction's CX on the operational shock (e.g. a transfer) of the
+    *previous* and of the *next* interaction of the agent's group (day), with
+    the interaction's own shock and the shock two back as controls, group
+    fixed effects and SEs clustered by agent. Unlike the carry-over it needs no
+    CX answer from the neighbours, so it rests on every answered interaction
+    with two predecessors and a successor in its group (many more rows than
+    the pairs of consecutive answers), and it has no lagged outcome (no Nickell
+    bias). Same estimates as the ``shock_placebo`` rows of :func:`spillover`
+    and :func:`spillover_pairs` (``tests/test_spillover.py``).
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        ``ws.pairs()``: columns ``unit``, ``seq``, ``cx``, ``<shock>``,
+        ``prev_<shock>``, ``next_<shock>``, ``prev2_<shock>`` and, per group
+        column *g*, ``prev_same_<g>`` / ``next_same_<g>`` / ``prev2_same_<g>``
+        (or ``prev_<g>`` ...). ``prev_gap_seconds`` tells the agent's first
+        interaction (without it, ``seq == 1``).
+    cx, shock, unit, group, alpha, seq
+        As in :func:`spillover_pairs`.
+
+    Returns
+    -------
+    Result
+        ``table``: rows ``prev_<shock>`` (the shock's carry-over to this CX),
+        ``next_<shock> (lead)`` (the placebo: zero unless a state shared within
+        the group moves both), ``prev2_<shock>`` (control), with the columns of
+        :func:`spillover`; ``fit``: :class:`cxex_lab.results.Fit` (``n_obs`` =
+        interactions, clusters = agents; a note when the lead placebo is
+        significant or the shock cannot be estimated).
+
+    Raises
+    ------
+    ValueError
+        When a column is missing or ``cx`` / ``shock`` is entirely missing.
+    """
+    func = "shock_placebo_pairs"
+    df = _check_frame(pairs, func)
+    if not 0 < alpha < 1:
+        raise ValueError(f"{func}: alpha must be between 0 and 1, got {alpha}.")
+    if shock == cx:
+        raise ValueError(f"{func}: shock {shock!r} is the CX column; pass an operational outcome such as 'transferred'.")
+    groups = [group] if isinstance(group, str) else list(group or [])
+    d, n_dropped, ucode, gcode, same = _pairs_frame(
+        df, func, cx, unit, seq, groups, [], shock, [f"prev_{shock}", f"next_{shock}", f"prev2_{shock}"])
+    pos = d[seq].to_numpy(dtype=float)
+    has_prev = ~np.isnan(_as_float(d["prev_gap_seconds"])) if "prev_gap_seconds" in d.columns else pos > 1
+    ok = has_prev & same("prev") & same("prev2") & same("next")
+    data = _pairs_shock(d, cx, shock, ok, gcode, ucode)
+    rows, notes, n_shock = _shock_rows(data, shock, alpha)
+    table = pd.DataFrame(rows, columns=["term", "estimate", "se", "ci_low", "ci_high", "p", "n", "model",
+                                        "estimate_uncorrected", "bias_correction", "n_clusters"])
+    table.insert(8, "p_holm", np.nan)
+    table["moderator_mean"] = np.nan
+    table = table[["term", "estimate", "se", "ci_low", "ci_high", "p", "n", "model", "p_holm",
+                   "estimate_uncorrected", "bias_correction", "moderator_mean", "n_clusters"]]
+    n_cl = int(len(np.unique(data[6])))
+    if rows and n_cl < 30:
+        notes.append(f"Only {n_cl} agents (clusters); cluster-robust SEs are unreliable with fewer than ~30-50 clusters.")
+    fit = Fit(
+        method=(f"within ({' x '.join(['agent', *groups])} fixed effects) regression of {cx} on the previous and "
+                f"next interaction's {shock} (controls: this and the second previous interaction's {shock}); "
+                f"SEs clustered by {unit}"),
+        n_obs=n_shock, n_dropped=n_dropped, cluster=unit, n_clusters=n_cl, alpha=alpha, notes=tuple(notes),
+    )
+    return Result(table, fit)
+
+
+def _pairs_frame(df, func, cx, unit, seq, groups, mods, shock, need):
+    """Check and sort a ``ws.pairs()`` frame; its agent and group codes and a same-group test."""
+    _check_columns(df, [unit, seq, *groups], func, numeric=False)
+    _check_columns(df, [cx, *mods] + ([shock] if shock else []), func)
+    for c in need:
+        if c not in df.columns:
+            raise ValueError(
+                f"{func}: column {c!r} not found in the pairs; it has {list(df.columns)[:40]}. Pass the "
+                "frame ws.pairs() returns (or add the neighbour's column)."
+            )
+    base_cols = list(dict.fromkeys([unit, seq, *groups]))
+    ok = df[base_cols].notna().all(axis=1).to_numpy()
+    n_dropped = int((~ok).sum())
+    d = df.loc[ok].reset_index(drop=True)
+    if d.duplicated([unit, seq]).any():
+        dup = d.loc[d.duplicated([unit, seq], keep=False), [unit, seq]].head(3).to_dict("records")
+        raise ValueError(f"{func}: ({unit}, {seq}) must identify a row; duplicates such as {dup}.")
+    d = d.sort_values([unit, seq], kind="mergesort").reset_index(drop=True)
+    ucode = pd.factorize(d[unit], sort=False)[0]
+    gcode = d.groupby([unit, *groups], sort=False, observed=True).ngroup().to_numpy() if len(d) else np.zeros(0, int)
+
+    def same(side: str) -> np.ndarray:
+        """Rows whose neighbour (prev / next / prev2) is in the same fixed-effect group."""
+        out = np.ones(len(d), bool)
+        for g in groups:
+            flag, other = f"{side}_same_{g}", f"{side}_{g}"
+            if flag in d.columns:
+                out &= _as_float(d[flag]) == 1
+            elif other in d.columns:
+                out &= (d[other] == d[g]).fillna(False).to_numpy(bool)
+            else:
+                raise ValueError(
+                    f"{func}: group {g!r} needs column {flag!r} or {other!r} (is the {side} interaction in the "
+                    f"same {g}?); the pairs have {list(d.columns)[:40]}."
+                )
+        return out
+
+    return d, n_dropped, ucode, gcode, same
+
+
+def _pairs_shock(d, cx, shock, ok, gcode, ucode):
+    y = d[cx].to_numpy(dtype=float)
+    return _shock_sample(ok & ~np.isnan(y), y, _as_float(d[f"prev_{shock}"]), _as_float(d[f"next_{shock}"]),
+                         _as_float(d[f"prev2_{shock}"]), _as_float(d[shock]), gcode, ucode)
+
+
+# --------------------------------------------------------------------------- shared by both inputs
+@dataclass
+class _PairSample:
+    """The usable pairs (later member's row), whichever input they were built from."""
+
+    y: np.ndarray  # CX of the later interaction
+    x: np.ndarray  # CX of the immediately preceding interaction
+    pos: np.ndarray  # position of the later interaction in the agent's sequence
+    ucode: np.ndarray  # agent (cluster) codes
+    gcode: np.ndarray  # fixed-effect group codes
+    mvals: np.ndarray  # moderators (n, k)
+    gap: np.ndarray  # gap to the previous interaction (gap_unit)
+    shock: tuple | None  # (y, prev, next, prev2, own, gcode, ucode) of the shock rows, or None
+    excluded: dict
+    n_dropped: int
+    n_ties: int
+    notes: list
+    gap_unit: str
+    label: str
+    fixed_effects: tuple
+
+
+def _as_float(s: pd.Series) -> np.ndarray:
+    """Numbers, booleans or nullable booleans (True/False/None) as float with NaN."""
+    if pd.api.types.is_bool_dtype(s) or s.dtype == object:
+        return pd.to_numeric(s.map({True: 1.0, False: 0.0, 1: 1.0, 0: 0.0}, na_action="ignore")
+                             if s.dtype == object else s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _check_common(func, alpha, n_bins, moderators, group, gap_bins, shock, cx):
+    if not 0 < alpha < 1:
+        raise ValueError(f"{func}: alpha must be between 0 and 1, got {alpha}.")
+    if n_bins is not None and n_bins < 0:
+        raise ValueError(f"{func}: n_bins must be >= 0 (0: no per-bin rows; None: one estimate per level), got {n_bins}.")
+    mods = [moderators] if isinstance(moderators, str) else list(moderators or [])
+    if len(set(mods)) != len(mods):
+        raise ValueError(f"{func}: moderators contain duplicates {mods}; list each column once.")
+    groups = [group] if isinstance(group, str) else list(group or [])
+    if gap_bins is not None:
+        edges = [float(v) for v in gap_bins]
+        if not edges or any(b <= a for a, b in zip(edges[:-1], edges[1:])) or edges[0] <= 0:
+            raise ValueError(f"{func}: gap_bins must be increasing positive edges, got {list(gap_bins)}.")
+    else:
+        edges = []
+    if shock and shock == cx:
+        raise ValueError(f"{func}: shock {shock!r} is the CX column; pass an operational outcome such as 'transferred'.")
+    return mods, groups, edges
+
+
+def _assign_reasons(reason, checks, gcode, func, cx):
+    """Fill the exclusion reason of each row (first failing check wins); drop groups with one pair."""
+    rest = reason == ""
+    for name, bad in checks:
         hit = rest & bad
         reason[hit] = name
         rest &= ~bad
     use = reason == ""
-    cnt = np.bincount(gcode[use], minlength=gcode.max() + 1 if n_rows else 0)
+    cnt = np.bincount(gcode[use], minlength=gcode.max() + 1 if len(gcode) else 0)
     single = use & (cnt[gcode] < 2)
     reason[single] = "singleton_group"
     use &= ~single
-    excluded = {name: int((reason == name).sum()) for name in _REASONS}
     n_used = int(use.sum())
     if n_used < 10:
+        excluded = {name: int((reason == name).sum()) for name in _REASONS}
         raise ValueError(
             f"{func}: only {n_used} usable pairs of consecutive interactions with {cx!r} observed in both "
             f"(excluded: {excluded}). Supply more interactions with {cx!r} observed, or fewer/larger "
             "fixed-effect groups."
         )
+    return use
 
+
+def _shock_sample(ok_s, y, prev_s, next_s, prev2_s, s, gcode, ucode):
+    """Rows of the shock placebo: CX observed, all four shocks known, two such rows in the group."""
+    ok_s = ok_s & ~np.isnan(prev_s) & ~np.isnan(prev2_s) & ~np.isnan(next_s) & ~np.isnan(s)
+    cnt_s = np.bincount(gcode[ok_s], minlength=gcode.max() + 1 if len(gcode) else 0)
+    ok_s &= cnt_s[gcode] >= 2
+    return (y[ok_s], prev_s[ok_s], next_s[ok_s], prev2_s[ok_s], s[ok_s], gcode[ok_s], ucode[ok_s])
+
+
+def _estimate(p: _PairSample, *, func, cx, unit, mods, edges, shock, lead_placebo, n_bins, alpha, centre,
+              bias_correction) -> Result:
+    """Every model of :func:`spillover` on a pair sample."""
+    notes = list(p.notes)
+    n_used = len(p.y)
     # ---- the pair sample, ordered by (group, position)
-    g_codes, g_uniq = pd.factorize(gcode[use], sort=False)
+    g_codes, g_uniq = pd.factorize(p.gcode, sort=False)
     n_groups = len(g_uniq)
-    order = np.lexsort((pos[use], g_codes))
-    rows_idx = np.flatnonzero(use)[order]
+    order = np.lexsort((p.pos, g_codes))
     g_codes = g_codes[order]
-    yy, xx, pp, uu = y[rows_idx], prev_y[rows_idx], pos[rows_idx], ucode[rows_idx]
-    mm = mvals[rows_idx]
+    yy, xx, pp, uu = p.y[order], p.x[order], p.pos[order], p.ucode[order]
+    mm = p.mvals[order]
     n_clusters = len(np.unique(uu))
+    if n_clusters < 2:
+        raise ValueError(
+            f"{func}: the usable pairs come from {n_clusters} agent; intervals clustered by agent need at least "
+            "2 agents (and about 30 to be reliable)."
+        )
     if n_clusters < 30:
         msg = f"only {n_clusters} agents (clusters); cluster-robust SEs are unreliable with fewer than ~30-50 clusters."
-        warnings.warn(f"{func}: {msg}", stacklevel=2)
+        warnings.warn(f"{func}: {msg}", stacklevel=3)
         notes.append(msg[0].upper() + msg[1:])
     dof = max(n_clusters - 1, 1)
     mean_t = n_used / n_groups
@@ -602,12 +937,14 @@ def spillover(
             mains.append(j)
     mult = np.column_stack([np.ones(n_used), ec])
     b, b_unc, se, bias = _ar_fit(yy, xx, [ec[:, j] for j in mains], g_codes, n_groups, uu, pp, mult, bias_correction)
-    out_rows = [_row("prev_cx", "carry_over", b[0], se[0], dof, alpha, n_used, b_unc[0], -bias[0])]
+    out_rows = [_row("prev_cx", "carry_over", b[0], se[0], dof, alpha, n_used, b_unc[0], -bias[0], n_clusters=n_clusters)]
     for j, m in enumerate(mods):
-        out_rows.append(_row(f"prev_cx:{m}", "carry_over", b[1 + j], se[1 + j], dof, alpha, n_used, b_unc[1 + j], -bias[1 + j]))
+        out_rows.append(_row(f"prev_cx:{m}", "carry_over", b[1 + j], se[1 + j], dof, alpha, n_used, b_unc[1 + j],
+                             -bias[1 + j], n_clusters=n_clusters))
     for k, j in enumerate(mains):
         c = 1 + len(mods) + k
-        out_rows.append(_row(mods[j], "carry_over", b[c], se[c], dof, alpha, n_used, b_unc[c], -bias[c]))
+        out_rows.append(_row(mods[j], "carry_over", b[c], se[c], dof, alpha, n_used, b_unc[c], -bias[c],
+                             n_clusters=n_clusters))
     if mods:
         raw_p = [r["p"] for r in out_rows[1 : 1 + len(mods)]]
         adj_p = multipletests(raw_p, alpha=alpha, method="holm")[1]
@@ -615,7 +952,7 @@ def spillover(
             r["p_holm"] = float(pa)
 
     # ---- per-bin (quantile or level) estimates of the first moderator
-    if mods:
+    if mods and n_bins != 0:
         first = mods[0]
         e0 = mm[:, 0]
         if n_bins is None:
@@ -645,15 +982,15 @@ def spillover(
             out_rows.append(
                 _row(
                     f"prev_cx | {first} in {lab}", f"by_{first}", bb[0], seb[0], max(gb - 1, 1), alpha,
-                    len(sel_idx), bb_unc[0], -biasb[0], moderator_mean=float(np.mean(e0[sel_idx])),
+                    len(sel_idx), bb_unc[0], -biasb[0], moderator_mean=float(np.mean(e0[sel_idx])), n_clusters=gb,
                 )
             )
 
     # ---- decay with the time gap
     if edges:
-        gg = gap[rows_idx]
+        gg = p.gap[order]
         gbin = np.searchsorted(np.asarray(edges), gg, side="right")  # 0 .. len(edges)
-        labels = _gap_labels(edges, gap_unit)
+        labels = _gap_labels(edges, p.gap_unit)
         # fixed effects per group x gap bin: the carry-over acts on the deviation from the
         # group's level, y_k = a_g + lambda_b (y_{k-1} - a_g) + ..., so with lambda varying by
         # bin within a group the level enters as a_g (1 - lambda_b): a group x bin effect.
@@ -687,10 +1024,12 @@ def spillover(
                         rho_codes=pd.factorize(g_codes[sel_idx], sort=False)[0],
                     )
                     for k, bi in enumerate(present):
+                        in_bin = gsel == bi
                         out_rows.append(
                             _row(
                                 f"prev_cx | gap {labels[bi]}", "decay", bd[k], sed[k], dof, alpha,
-                                int((gsel == bi).sum()), bd_unc[k], -biasd[k],
+                                int(in_bin.sum()), bd_unc[k], -biasd[k],
+                                n_clusters=len(np.unique(uu[sel_idx][in_bin])),
                             )
                         )
                 except np.linalg.LinAlgError:
@@ -699,57 +1038,24 @@ def spillover(
     # ---- lead placebo of CX: the same pairs, roles swapped; Nickell in reversed time
     if lead_placebo:
         b_lag, b_lag_unc, se_lag, bias_lag = _ar_fit(yy, xx, [], g_codes, n_groups, uu, pp, np.ones((n_used, 1)), bias_correction)
-        # reversed time: the later interaction becomes the "previous" one; positions count from the end
-        n_in_unit = np.bincount(ucode)
-        rpos = (n_in_unit[ucode] - 1 - pos)[rows_idx] + 1  # position of the earlier member, reversed
+        # reversed time: the later interaction becomes the "previous" one. Only distances between
+        # positions within a group enter the correction, so any reversal (max - pos) will do.
+        rpos = pp.max() - pp + 1
         o = np.lexsort((rpos, g_codes))
         b_lead, b_lead_unc, se_lead, bias_lead = _ar_fit(
             xx[o], yy[o], [], g_codes[o], n_groups, uu[o], rpos[o], np.ones((n_used, 1)), bias_correction
         )
-        out_rows.append(_row("prev_cx (lag)", "lead_placebo", b_lag[0], se_lag[0], dof, alpha, n_used, b_lag_unc[0], -bias_lag[0]))
-        out_rows.append(_row("next_cx (lead)", "lead_placebo", b_lead[0], se_lead[0], dof, alpha, n_used, b_lead_unc[0], -bias_lead[0]))
+        out_rows.append(_row("prev_cx (lag)", "lead_placebo", b_lag[0], se_lag[0], dof, alpha, n_used, b_lag_unc[0],
+                             -bias_lag[0], n_clusters=n_clusters))
+        out_rows.append(_row("next_cx (lead)", "lead_placebo", b_lead[0], se_lead[0], dof, alpha, n_used,
+                             b_lead_unc[0], -bias_lead[0], n_clusters=n_clusters))
 
     # ---- shock placebo: previous and next interaction's operational shock -> this CX
     n_shock = 0
     if shock:
-        s = d[shock].to_numpy(dtype=float)
-        prev_s = np.r_[np.nan, s[:-1]]
-        prev2_s = np.r_[np.nan, np.nan, s[:-2]]
-        next_s = np.r_[s[1:], np.nan]
-        prev_same = np.r_[False, same_group[:-1]]  # k-2 and k-1 in the same group
-        next_same = np.r_[same_group[1:], False]
-        ok_s = same_group & prev_same & next_same & ~np.isnan(y)
-        ok_s &= ~np.isnan(prev_s) & ~np.isnan(prev2_s) & ~np.isnan(next_s) & ~np.isnan(s)
-        cnt_s = np.bincount(gcode[ok_s], minlength=gcode.max() + 1)
-        ok_s &= cnt_s[gcode] >= 2
-        n_shock = int(ok_s.sum())
-        if n_shock >= 10:
-            gs = pd.factorize(gcode[ok_s], sort=False)[0]
-            # Controls: the interaction's own shock (it enters its own CX) and the shock two
-            # interactions back (under a carry-over it enters this CX with lambda^2 b). Left in
-            # the error, shocks of other rows of the group bias the neighbours' coefficients by
-            # O(1/T) through the group means; with both controlled the remainder is O(lambda^3 / T).
-            xs = np.column_stack([prev_s[ok_s], next_s[ok_s], prev2_s[ok_s], s[ok_s]])
-            xsd = _demean(xs, gs, int(gs.max()) + 1)
-            if np.all(xsd.std(axis=0) > 1e-12):
-                fit_s, _, _ = _fit_within(y[ok_s], xs, gs, int(gs.max()) + 1, ucode[ok_s])
-                gss = len(np.unique(ucode[ok_s]))
-                for k, term in enumerate((f"prev_{shock}", f"next_{shock} (lead)", f"prev2_{shock}")):
-                    out_rows.append(_row(term, "shock_placebo", fit_s.params[k], fit_s.bse[k], max(gss - 1, 1), alpha, n_shock))
-                lead_row = out_rows[-2]
-                if lead_row["p"] < alpha:
-                    notes.append(
-                        f"The next interaction's {shock} 'predicts' this interaction's CX (p = {lead_row['p']:.3f}): "
-                        "a shared within-group state (fatigue, queue load, an outage) may produce the carry-over "
-                        "pattern, or the shock is not exogenous to the agent's state."
-                    )
-            else:
-                notes.append(f"The shock {shock!r} does not vary within fixed-effect groups; no shock placebo.")
-        else:
-            notes.append(
-                f"Only {n_shock} interactions have CX, two predecessors and a successor in the same group; "
-                "no shock placebo."
-            )
+        rows_s, notes_s, n_shock = _shock_rows(p.shock, shock, alpha)
+        out_rows += rows_s
+        notes += notes_s
 
     failed = [r["term"] for r in out_rows if np.isnan(r["estimate"]) and not np.isnan(r["estimate_uncorrected"])]
     if failed:
@@ -770,32 +1076,72 @@ def spillover(
         if c not in table:
             table[c] = np.nan
     first_cols = ["term", "estimate", "se", "ci_low", "ci_high", "p", "n", "model", "p_holm",
-                  "estimate_uncorrected", "bias_correction", "moderator_mean"]
+                  "estimate_uncorrected", "bias_correction", "moderator_mean", "n_clusters"]
     table = table[first_cols]
-    label = " x ".join(["agent"] + [g for g in col_groups if g != unit] + (["day"] if by_day else []))
     fit = SpilloverFit(
         method=(
-            f"within ({label} fixed effects) regression of {cx} on the previous interaction's {cx}"
+            f"within ({p.label} fixed effects) regression of {cx} on the previous interaction's {cx}"
             + (", Nickell-corrected" if bias_correction else "")
             + f"; SEs clustered by {unit}"
         ),
         n_obs=n_used,
-        n_dropped=n_dropped,
+        n_dropped=p.n_dropped,
         cluster=unit,
         n_clusters=n_clusters,
         alpha=alpha,
         notes=tuple(notes),
-        fixed_effects=tuple("day" if c == "__day" else c for c in fe_cols),
+        fixed_effects=p.fixed_effects,
         n_groups=n_groups,
         mean_pairs_per_group=float(mean_t),
-        n_pairs_excluded=excluded,
-        n_time_ties=n_ties,
+        n_pairs_excluded=p.excluded,
+        n_time_ties=p.n_ties,
         moderators=tuple(mods),
         centre=centres,
         nickell_first_order=float(-(1 + b[0]) / (mean_t - 1)) if mean_t > 1 else float("nan"),
         gap_bins=tuple(edges),
-        gap_unit=gap_unit,
+        gap_unit=p.gap_unit,
         shock=shock,
         n_shock_obs=n_shock,
     )
     return Result(table, fit)
+
+
+def _shock_rows(data: tuple, shock: str, alpha: float) -> tuple[list[dict], list[str], int]:
+    """The shock placebo on its rows: (table rows, notes, number of interactions)."""
+    sy, s_prev, s_next, s_prev2, s_own, s_g, s_u = data
+    n_shock = len(sy)
+    rows: list[dict] = []
+    notes: list[str] = []
+    if n_shock < 10:
+        notes.append(
+            f"Only {n_shock} interactions have CX, two predecessors and a successor in the same group; "
+            "no shock placebo."
+        )
+        return rows, notes, n_shock
+    if len(np.unique(s_u)) < 2:
+        notes.append("The shock placebo's interactions come from one agent; intervals clustered by agent need at "
+                     "least 2 agents. No shock placebo.")
+        return rows, notes, n_shock
+    gs = pd.factorize(s_g, sort=False)[0]
+    # Controls: the interaction's own shock (it enters its own CX) and the shock two
+    # interactions back (under a carry-over it enters this CX with lambda^2 b). Left in
+    # the error, shocks of other rows of the group bias the neighbours' coefficients by
+    # O(1/T) through the group means; with both controlled the remainder is O(lambda^3 / T).
+    xs = np.column_stack([s_prev, s_next, s_prev2, s_own])
+    xsd = _demean(xs, gs, int(gs.max()) + 1)
+    if not np.all(xsd.std(axis=0) > 1e-12):
+        notes.append(f"The shock {shock!r} does not vary within fixed-effect groups; no shock placebo.")
+        return rows, notes, n_shock
+    fit_s, _, _ = _fit_within(sy, xs, gs, int(gs.max()) + 1, s_u)
+    gss = len(np.unique(s_u))
+    for k, term in enumerate((f"prev_{shock}", f"next_{shock} (lead)", f"prev2_{shock}")):
+        rows.append(_row(term, "shock_placebo", fit_s.params[k], fit_s.bse[k], max(gss - 1, 1), alpha, n_shock,
+                         n_clusters=gss))
+    lead_row = rows[1]
+    if lead_row["p"] < alpha:
+        notes.append(
+            f"The next interaction's {shock} 'predicts' this interaction's CX (p = {lead_row['p']:.3f}): "
+            "a shared within-group state (fatigue, queue load, an outage) may produce the carry-over "
+            "pattern, or the shock is not exogenous to the agent's state."
+        )
+    return rows, notes, n_shock
