@@ -27,6 +27,10 @@ function                          draws (report)
                                   optional truth marks and hue (04-07)
 :func:`power_curves`              power by employees, one panel per number of
                                   waves, one line per effect size (08)
+:func:`power_by_effect`           power at one design against the effect size in
+                                  survey units (08)
+:func:`sensitivity_contours`      the estimate adjusted for hypothetical
+                                  confounders, with benchmark points (08)
 ================================  ===========================================
 """
 
@@ -43,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["STYLE", "COLORS", "Chart", "style", "forest", "mirror", "mirror_plot", "response_rates",
-           "company_vs_linked", "power_curves"]
+           "company_vs_linked", "power_curves", "power_by_effect", "sensitivity_contours"]
 
 #: The house style (matplotlib rcParams) every figure is drawn and saved with.
 STYLE: dict[str, Any] = {
@@ -398,40 +402,149 @@ def company_vs_linked(
 # --------------------------------------------------------------------------- power
 
 def power_curves(grid: pd.DataFrame, *, target: float = 0.8, alpha: float = 0.05, alt: str | None = None,
-                 title: str | None = None) -> Chart:
+                 title: str | None = None, x: str = "n_units", power: str = "power",
+                 ci: tuple[str, str] = ("power_ci_low", "power_ci_high"),
+                 effect_labels: Mapping[float, str] | None = None, mark: Mapping[str, Any] | None = None) -> Chart:
     """Power by number of employees, one panel per number of waves, one line per effect size.
 
-    ``grid`` is a :func:`cxex_lab.models.power.power` table (``n_units``,
-    ``n_waves``, ``effect``, ``power`` in 0-1, optional ``power_ci_low`` /
-    ``power_ci_high``). The dashed line is the ``target`` power, the dotted one
-    the false-positive rate ``alpha`` expected at effect 0.
+    ``grid`` is a power table: ``x`` (employees: ``n_units`` of
+    :func:`cxex_lab.models.power.riclpm_power`, ``n_employees`` of
+    :func:`cxex_lab.models.power.power`), ``n_waves``, ``effect``, ``power``
+    in 0-1 and optional interval columns ``ci``. The dashed line is the
+    ``target`` power, the dotted one the false-positive rate ``alpha`` expected
+    at effect 0. ``effect_labels`` names the lines (e.g. the effect in survey
+    units); ``mark`` (``{"n_employees": 400, "n_waves": 6, "label": "this study"}``)
+    rings one design.
     """
-    _check_columns(grid, ("n_units", "n_waves", "effect", "power"), "power_curves")
+    _check_columns(grid, (x, "n_waves", "effect", power), "power_curves")
+    labels = dict(effect_labels or {})
     waves = sorted(grid["n_waves"].unique())
     effects = sorted(grid["effect"].unique())
     with style():
-        fig = _figure(figsize=(min(4.0 * len(waves), 11), 3.5), layout="constrained")
+        fig = _figure(figsize=(min(3.6 * len(waves) + 0.6, 11), 3.6), layout="constrained")
         axes = fig.subplots(1, len(waves), squeeze=False, sharey=True)[0]
         for ax, w in zip(axes, waves):
             sub = grid[grid["n_waves"] == w]
             for e in effects:
-                s = sub[sub["effect"] == e].sort_values("n_units")
-                ax.plot(s["n_units"], 100 * s["power"], marker="o", label=f"effect {e:g}")
-                if {"power_ci_low", "power_ci_high"} <= set(s.columns):
-                    ax.fill_between(s["n_units"], 100 * s["power_ci_low"], 100 * s["power_ci_high"], alpha=0.15)
+                s = sub[sub["effect"] == e].sort_values(x)
+                ax.plot(s[x], 100 * s[power], marker="o", label=labels.get(e, f"effect {e:g}"))
+                if set(ci) <= set(s.columns):
+                    ax.fill_between(s[x], 100 * s[ci[0]], 100 * s[ci[1]], alpha=0.15)
             ax.axhline(100 * target, ls="--", color=COLORS["reference"], lw=1)
             ax.axhline(100 * alpha, ls=":", color=COLORS["reference"], lw=1)
+            if mark and int(mark.get("n_waves", -1)) == int(w) and x in mark:
+                ax.axvline(mark[x], color=COLORS["truth"], lw=1, alpha=0.6)
+                ax.annotate(str(mark.get("label", "")), (mark[x], 3), color=COLORS["truth"], fontsize=9,
+                            ha="left", xytext=(3, 0), textcoords="offset points")
             ax.set(title=f"{w} waves", xlabel="Employees in the study", ylim=(0, 100))
         axes[0].set_ylabel("Power (% of simulated studies detecting it)")
         axes[-1].legend(loc="lower right")
         if title:
             fig.suptitle(title, fontsize=STYLE["axes.titlesize"], fontweight="bold")
-    best = grid.sort_values("power", ascending=False).iloc[0] if len(grid) else None
+    best = grid.sort_values(power, ascending=False).iloc[0] if len(grid) else None
     text = alt or (f"Power curves for {len(effects)} effect size(s) and {len(waves)} numbers of waves, "
-                   f"employees from {grid['n_units'].min()} to {grid['n_units'].max()}; "
+                   f"employees from {grid[x].min()} to {grid[x].max()}; "
                    f"dashed line: {100 * target:.0f}% target, dotted: {100 * alpha:.0f}% false positives"
-                   + (f"; highest power {100 * best['power']:.0f}% (effect {best['effect']:g}, {best['n_units']} "
-                      f"employees, {best['n_waves']} waves)." if best is not None else "."))
+                   + (f"; highest power {100 * best[power]:.0f}% ({labels.get(best['effect'], f'effect {best.effect:g}')}, "
+                      f"{best[x]} employees, {best['n_waves']} waves)." if best is not None else "."))
+    return Chart(fig, text)
+
+
+def power_by_effect(own: pd.DataFrame, *, effect: str = "effect_observed", power: str = "estimate",
+                    ci: tuple[str, str] = ("ci_low", "ci_high"), latent: str | None = "effect",
+                    unit: str = "CSAT points per eSat point", target: float = 0.8, alpha: float = 0.05,
+                    observed: float | None = None, title: str | None = None, alt: str | None = None) -> Chart:
+    """Power at one design against the size of the effect, in survey-scale units.
+
+    ``own`` has one row per simulated effect: ``effect`` (the mean observed
+    slope, x axis, in ``unit``), ``power`` (0-1) with its interval ``ci``, and
+    optionally ``latent`` (the simulator's latent effect, written beside each
+    point). The point at effect 0 is the false-positive rate (dotted line:
+    ``alpha``); the dashed line is the ``target`` power; ``observed`` (the
+    study's own estimate) is drawn as a vertical line.
+    """
+    _check_columns(own, (effect, power), "power_by_effect")
+    d = own.sort_values(effect)
+    xs = d[effect].astype(float).to_numpy()
+    ys = 100 * d[power].astype(float).to_numpy()
+    with style():
+        fig = _figure(figsize=(7.2, 3.8), layout="constrained")
+        ax = fig.subplots()
+        if set(ci) <= set(d.columns):
+            ax.fill_between(xs, 100 * d[ci[0]].astype(float), 100 * d[ci[1]].astype(float), alpha=0.18,
+                            color=COLORS["CX"], lw=0)
+        ax.plot(xs, ys, marker="o", color=COLORS["CX"], label="power (band: simulation interval)")
+        if latent and latent in d.columns:
+            for xv, yv, lv in zip(xs, ys, d[latent]):
+                ax.annotate(f"{lv:g}", (xv, yv), xytext=(0, 7), textcoords="offset points", fontsize=8,
+                            ha="center", color=COLORS["reference"])
+        ax.axhline(100 * target, ls="--", color=COLORS["reference"], lw=1, label=f"{100 * target:.0f}% power")
+        ax.axhline(100 * alpha, ls=":", color=COLORS["reference"], lw=1, label=f"{100 * alpha:.0f}% false alarms")
+        if observed is not None and np.isfinite(observed):
+            ax.axvline(abs(observed), color=COLORS["truth"], lw=1.2, label=f"this study's estimate ({_fmt(abs(observed))})")
+        ax.set(xlabel=f"Size of the effect ({unit}; grey numbers: latent effect)",
+               ylabel="Power (% of simulated studies)", ylim=(0, 105))
+        ax.legend(loc="lower right")
+        if title:
+            ax.set_title(title)
+    reach = d[d[power] >= target]
+    text = alt or (f"Power against the effect size in {unit}, {len(d)} simulated effect sizes from {_fmt(xs.min())} "
+                   f"to {_fmt(xs.max())}; at the smallest the power is {ys[0]:.0f}%"
+                   + (f"; {100 * target:.0f}% power is reached at about {_fmt(float(reach[effect].iloc[0]))}"
+                      if len(reach) else f"; {100 * target:.0f}% power is not reached")
+                   + (f"; the study's estimate is {_fmt(abs(observed))}." if observed is not None else "."))
+    return Chart(fig, text)
+
+
+def sensitivity_contours(grid: pd.DataFrame, bounds: pd.DataFrame | None = None, *, estimate: str = "estimate",
+                         rv: float | None = None, unit: str = "CSAT points per eSat point",
+                         treatment: str = "last wave's eSat", outcome: str = "CSAT", title: str | None = None,
+                         alt: str | None = None) -> Chart:
+    """Cinelli & Hazlett's contour plot: the estimate adjusted for hypothetical confounders.
+
+    ``grid`` is :func:`cxex_lab.models.sensitivity.adjusted_grid` output
+    (``r2dz_x``, ``r2yz_dx`` in 0-1, ``estimate``). The x axis is how much of
+    the treatment's remaining variance a confounder explains, the y axis how
+    much of the outcome's, both in %; contour lines are the adjusted estimate
+    in ``unit``, the red line where it reaches 0. ``bounds`` (``scenario``,
+    ``share_of_esat``, ``share_of_csat``) are drawn as labelled points (the
+    benchmark confounders); ``rv`` as a point on the diagonal.
+    """
+    _check_columns(grid, ("r2dz_x", "r2yz_dx", estimate), "sensitivity_contours")
+    xs = np.sort(grid["r2dz_x"].unique())
+    ys = np.sort(grid["r2yz_dx"].unique())
+    z = grid.pivot(index="r2yz_dx", columns="r2dz_x", values=estimate).reindex(index=ys, columns=xs).to_numpy()
+    with style():
+        fig = _figure(figsize=(6.6, 5.2), layout="constrained")
+        ax = fig.subplots()
+        cs = ax.contour(100 * xs, 100 * ys, z, levels=10, colors=COLORS["reference"], linewidths=0.8)
+        ax.clabel(cs, fontsize=8, fmt=lambda v: _fmt(v))
+        if np.nanmin(z) < 0 < np.nanmax(z):
+            ax.contour(100 * xs, 100 * ys, z, levels=[0.0], colors=COLORS["truth"], linewidths=1.8, linestyles="--")
+        ax.plot([0], [0], marker="^", color="black", ms=7, clip_on=False)
+        ax.annotate(f"no confounder: {_fmt(z[0, 0])}", (0, 0), xytext=(6, 6), textcoords="offset points", fontsize=9)
+        shown = []
+        if bounds is not None and len(bounds):
+            b = bounds[(bounds["share_of_esat"] > 0) | (bounds["share_of_csat"] > 0)]
+            b = b[(b["share_of_esat"] <= xs.max()) & (b["share_of_csat"] <= ys.max())]
+            for r in b.itertuples(index=False):
+                ax.plot(100 * r.share_of_esat, 100 * r.share_of_csat, "o", color=COLORS["EX"], ms=5)
+                ax.annotate(str(r.scenario).replace("Confounder ", ""), (100 * r.share_of_esat, 100 * r.share_of_csat),
+                            xytext=(5, 3), textcoords="offset points", fontsize=8, color=COLORS["EX"])
+                shown.append(str(r.scenario).replace("Confounder ", ""))
+        if rv is not None and np.isfinite(rv):
+            ax.plot(100 * rv, 100 * rv, "D", color=COLORS["truth"], ms=6)
+            ax.annotate(f"robustness value {100 * rv:.1f}%", (100 * rv, 100 * rv), xytext=(6, -10),
+                        textcoords="offset points", fontsize=9, color=COLORS["truth"])
+        ax.set(xlabel=f"Confounder's share of {treatment}'s remaining variance (%)",
+               ylabel=f"Confounder's share of {outcome}'s remaining variance (%)",
+               xlim=(0, 100 * xs.max()), ylim=(0, 100 * ys.max()))
+        ax.set_title(title or f"Estimate after a hypothetical confounder ({unit})")
+    text = alt or (f"Contour plot of the estimate ({unit}) after adjusting for a hypothetical confounder, by the share "
+                   f"of {treatment}'s and of {outcome}'s remaining variance it explains (0 to {100 * xs.max():.0f}%). "
+                   f"Without a confounder the estimate is {_fmt(z[0, 0])}; the red dashed line marks where it reaches 0"
+                   + (f"; the robustness value is {100 * rv:.1f}%" if rv is not None and np.isfinite(rv) else "")
+                   + (f"; benchmark points: {', '.join(shown)}." if shown else "."))
     return Chart(fig, text)
 
 
