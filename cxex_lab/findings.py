@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -260,12 +261,24 @@ def _notes(*sources: Any) -> list[str]:
     return out
 
 
+#: Estimator notes that only keep the books (rows without a value left out, and the like): the
+#: counts behind each finding are in its ``n``, so reports do not repeat them as "Note" boxes.
+_BOOKKEEPING = re.compile(r"were left out|left out of the within fit|have no prior period|rows? with a missing value",
+                          re.IGNORECASE)
+
+
 def _finish(report: str, ws: Any, rows: list[dict], details: Mapping[str, pd.DataFrame] | None = None,
             notes: Iterable[str] = (), latent: Mapping[str, float] | None = None) -> Findings:
-    """Assemble a report's Findings (table, details, notes, truth check)."""
+    """Assemble a report's Findings (table, details, notes, truth check).
+
+    Notes that only keep the books (see ``_BOOKKEEPING``) are dropped; notes that
+    matter for interpretation (non-convergence, few clusters, an estimate at the
+    edge of what the data support, what could not be estimated) are kept.
+    """
     table = findings_table(rows)
-    return Findings(report=report, table=table, details=dict(details or {}), notes=tuple(_notes(list(notes))),
-                    truth=truth_check(table, getattr(ws, "truth", None), latent))
+    kept = [n for n in _notes(list(notes)) if not _BOOKKEEPING.search(n)]
+    return Findings(report=report, table=table, details={k: v for k, v in dict(details or {}).items() if v is not None},
+                    notes=tuple(kept), truth=truth_check(table, getattr(ws, "truth", None), latent))
 
 
 def _derived(ws: Any, *path: str, default: float = math.nan) -> float:
@@ -279,6 +292,14 @@ def _derived(ws: Any, *path: str, default: float = math.nan) -> float:
         return float(node)
     except (TypeError, ValueError):
         return default
+
+
+def _has(ws: Any, table: str) -> bool:
+    """Whether the study has a table (optional tables may be absent in real studies)."""
+    if hasattr(ws, "has"):
+        return bool(ws.has(table))
+    t = getattr(ws, "tables", {}).get(table)
+    return t is not None
 
 
 def _row(table: pd.DataFrame, **where: Any) -> pd.Series | None:
@@ -342,15 +363,16 @@ def data_quality(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
     cx_r = rates[(rates["side"] == "CX") & (rates["wave"] > 0)]
     ex_rate = float(ex_r["responded"].sum() / ex_r["eligible"].sum()) if ex_r["eligible"].sum() else math.nan
     cx_rate = float(cx_r["responded"].sum() / cx_r["eligible"].sum()) if cx_r["eligible"].sum() else math.nan
-    panel = ws.panel("employee", "wave", ex_lag=0)
+    panel = ws.panel("employee", "wave", ex_lag=0, loyalty=False)
     n_cx = int(ws.table("cx_responses").count().execute())
     linked = int(panel.loc[panel["n_ex"] > 0, "n_cx"].sum())
-    ledger = pd.concat([ws.ledger, _ledger_frame(panel)], ignore_index=True).drop_duplicates()
+    ledger = _ledger_frame(panel).drop_duplicates().reset_index(drop=True)  # validation's entries, then linkage's
+    overview = overview.assign(value=[int(v) if str(v).isdigit() else v for v in overview["value"]])
     ex = ws.ex_responses.merge(ws.employees[["employee_id", "team_id", "site_id"]], on="employee_id", how="left")
     groups = ex.groupby(["site_id", "team_id", "wave"], dropna=False).size().rename("respondents").reset_index()
     small = groups[(groups["respondents"] > 0) & (groups["respondents"] < min_group_size)]
     by_site = groups.assign(suppressed=groups.index.isin(small.index)).groupby("site_id", as_index=False).agg(
-        team_waves=("team_id", "size"), suppressed=("suppressed", "sum"))
+        team_waves=("team_id", "size"), below_minimum=("suppressed", "sum"))
     n_emp = int(len(ws.employees))
     n_int = int(str(facts.get("interactions", "0")).replace(",", "") or 0)
     rows = [
@@ -376,8 +398,9 @@ def data_quality(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
                 unit="groups", n=int(len(groups)), method=f"confidentiality minimum {min_group_size}", kind="descriptive"),
     ]
     rr = _keyed(rates, lambda r: f"data_quality.response_rate.{str(r['side']).lower()}.{int(r['wave'])}")
-    rr = rr.rename(columns={"rate": "estimate"})
-    details = {"overview": overview, "ledger": ledger, "response_rates": rr, "suppression_by_site": by_site}
+    rr["estimate"] = rr["rate"]
+    details = {"overview": overview, "ledger": ledger[["table", "rule", "rows_excluded"]],
+               "response_rates": rr, "suppression_by_site": by_site}
     return _finish("data_quality", ws, rows, details)
 
 
@@ -454,10 +477,29 @@ def mirror(ws: Any, *, segment: Any = "all", cluster: str = "employee_id", ex_cl
     ws = _workspace(ws, segment)
     ex_item = {"eNPS": "enps", "eSat": "esat", "EES": "ees", "NPS": "nps", "CSAT": "csat", "CES": "ces"}
 
+    memo: dict[tuple, pd.DataFrame] = {}
+    site_col = "site_id"
+
     def side_stats(by: str | None, period: str | None) -> pd.DataFrame:
-        cxs = ws.mirror_stats(by=by, period=period, cluster=cluster)
-        exs = ws.mirror_stats(by=by, period=period, cluster=ex_cluster)
-        return pd.concat([cxs[cxs["side"] == "CX"], exs[exs["side"] == "EX"]], ignore_index=True)
+        """CX statistics clustered by ``cluster``, EX by ``ex_cluster``, each query run once.
+
+        The whole-study statistics are the site-level ones added up over sites
+        (an agent and a team belong to one site, so their cluster rows just
+        add), which saves the engine a pass over the answers.
+        """
+        if (by, period) in memo:
+            return memo[(by, period)]
+        if by is None and period is None:
+            st = side_stats(site_col, None)
+            groups = [c for c in st.columns if c not in (site_col, "n", "sum", "sum_sq", "n_promoters",
+                                                         "n_detractors", "n_top")]
+            out = st.groupby(groups, sort=False, dropna=False)[["n", "sum", "sum_sq", "n_promoters", "n_detractors",
+                                                                 "n_top"]].sum(min_count=1).reset_index()
+        else:
+            out = pd.concat([ws.mirror_stats(by=by, period=period, cluster=cluster, side="CX"),
+                             ws.mirror_stats(by=by, period=period, cluster=ex_cluster, side="EX")], ignore_index=True)
+        memo[(by, period)] = out
+        return out
 
     overall_stats = side_stats(None, None)
     latest = int(ws.ex_responses["wave"].max())
@@ -583,8 +625,198 @@ def mirror(ws: Any, *, segment: Any = "all", cluster: str = "employee_id", ex_cl
 # (findings.drivers: written on track `reports-a`)
 
 
+#: Survey items as a reader knows them.
+_ITEM_WORDS = {"esat": "eSat", "enps": "eNPS", "ees": "EES", "csat": "CSAT", "nps": "NPS", "ces": "CES",
+               "empowerment": "empowerment", "cx_insight_access": "customer-insight access"}
+
+
 # =========================================================================== 05 service-profit chain
-# (findings.service_profit_chain: written by the lead)
+_MEDIATORS = {"fcr_rate": "first-contact resolution (share)", "handle_minutes": "handle time (minutes)",
+              "transfer_rate": "transfers (share)"}
+
+
+def service_profit_chain(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csat", n_boot: int = 500,
+                         seed: int = 0, alpha: float = 0.05, min_group_size: int = 5) -> Findings:
+    """Findings of report 05: does better EX pay off through operations, customers and revenue?
+
+    Parameters
+    ----------
+    ws : Workspace, Study or path
+    segment : str
+        A site id or ``"all"``.
+    ex, cx : str
+        The EX item (default eSat) and the CX item (default CSAT).
+    n_boot : int
+        Bootstrap draws of every indirect effect, loyalty step and product.
+    seed : int
+        Seed of the bootstraps.
+    alpha : float
+        1 - confidence level.
+    min_group_size : int
+        Unused here (no group table is shown); kept for a uniform signature.
+
+    Returns
+    -------
+    Findings
+        Keys ``chain.total`` (the within-employee total effect of the EX answer
+        on the mean CX of the interactions the employee handles in the following
+        wave period), ``chain.direct``, ``chain.indirect.<mediator>``,
+        ``chain.indirect_total``; ``chain.pooled.total`` and
+        ``chain.between.total`` (the same regression across employees, for
+        contrast: associations); ``chain.loyalty.retention`` and
+        ``chain.loyalty.revenue`` (customer level: the outcome of period p on
+        the CX the customer received in p-1, with p-1's retention and revenue
+        as controls, two-way clustered by customer and agent);
+        ``chain.money.retention`` and ``chain.money.revenue`` (the products:
+        per EX point, through CX). ``details``: ``mediation``, ``contrast``,
+        ``loyalty``, ``money_chain``.
+
+    Notes
+    -----
+    The mediation is within employee (employee and wave fixed effects by
+    person-mean centring; :func:`cxex_lab.models.mediation`), so stable
+    differences between employees and sites (the confounding that inflated the
+    pooled figure of round 1) cannot produce it; time-varying confounders still
+    can. Each step of the money chain carries its own bootstrap interval and
+    identifying assumption (:func:`cxex_lab.models.money_chain`).
+    """
+    from cxex_lab.models import loyalty, mediation, money_chain
+    from cxex_lab.results import quietly
+
+    ws = _workspace(ws, segment)
+    notes: list[str] = []
+    rows: list[dict] = []
+    details: dict[str, pd.DataFrame] = {}
+    panel = ws.panel("employee", "wave", ex_lag=0, loyalty=False)
+    panel["handle_minutes"] = panel["aht_seconds"] / 60.0
+    mediators = [m for m in _MEDIATORS if m in panel.columns and panel[m].notna().any()]
+    n_waves = int(panel["period"].nunique())
+    x_lab, y_lab = {"esat": "eSat", "enps": "eNPS answer", "ees": "EES"}.get(ex, ex), {"csat": "CSAT", "nps": "NPS answer", "ces": "CES"}.get(cx, cx)
+    unit = f"{y_lab} points per {x_lab} point"
+    med = None
+    if panel[[ex, cx]].dropna().empty or n_waves < 2:
+        notes.append(f"The within-employee chain needs employees observed in at least two wave periods with both "
+                     f"{x_lab} and {y_lab}; this study has {n_waves} wave period(s) with linked answers, so the chain "
+                     "cannot be estimated.")
+    else:
+        with quietly():
+            med = mediation(panel, ex, mediators, cx, unit="employee_id", period="period", effects="within",
+                            n_boot=n_boot, seed=seed, alpha=alpha)
+            contrasts = {eff: mediation(panel, ex, mediators, cx, unit="employee_id", period="period", effects=eff,
+                                        n_boot=0, alpha=alpha) for eff in ("pooled", "between")}
+        t, fit = med
+        notes += _notes(fit)
+        method = (f"within-employee mediation (employee and wave fixed effects); products by a bootstrap over "
+                  f"employees ({fit.n_clusters} employees, {n_boot} draws)")
+        tot = _row(t, path="total")
+        est, lo, hi = _est(tot)
+        rows.append(finding(
+            "chain.total", f"{x_lab} -> {y_lab}, within employee",
+            f"change in the mean {y_lab} of the interactions an employee handles in the following wave period, "
+            f"per {x_lab} point above that employee's usual level (all paths)", est, lo, hi, unit=unit,
+            n=fit.n_obs, n_clusters=fit.n_clusters, method=method, kind="effect", headline=True,
+            caveat="Stable differences between employees cannot produce it; a change that moves EX and CX together "
+                   "within the same quarter (a new team lead, a new tool) still could.",
+            sentence=f"A one-point rise in an employee's {x_lab} above their usual level {{link}} a mean {y_lab} about "
+                     f"{{abs_value}} points {{sign:higher|lower}} among the customers they serve in the following quarter."))
+        d = _row(t, path="direct")
+        rows.append(finding("chain.direct", f"{x_lab} -> {y_lab} not through the operations measured",
+                            f"the part of the within-employee effect not carried by {', '.join(_MEDIATORS[m] for m in mediators)}",
+                            *_est(d), unit=unit, n=fit.n_obs, n_clusters=fit.n_clusters, method=method, kind="effect"))
+        for m in mediators:
+            r = _row(t, path="indirect", mediator=m)
+            rows.append(finding(f"chain.indirect.{m}", f"{x_lab} -> {_MEDIATORS[m]} -> {y_lab}",
+                                f"the part of the within-employee effect carried by {_MEDIATORS[m]}", *_est(r),
+                                unit=unit, n=fit.n_obs, n_clusters=fit.n_clusters, method=method, kind="effect"))
+        it = _row(t, path="indirect_total")
+        rows.append(finding("chain.indirect_total", f"{x_lab} -> operations -> {y_lab}",
+                            "the part of the within-employee effect carried by the operations measured", *_est(it),
+                            unit=unit, n=fit.n_obs, n_clusters=fit.n_clusters, method=method, kind="effect",
+                            sentence=f"Operations (first-contact resolution, handle time, transfers) carry about "
+                                     f"{{abs_value}} of it."))
+        fig_rows = [r for r in rows if r["key"].startswith(("chain.total", "chain.direct", "chain.indirect"))]
+        details["decomposition"] = pd.DataFrame(fig_rows)[["key", "finding", "estimate", "ci_low", "ci_high", "unit"]]
+        details["mediation"] = _keyed(
+            t[t["path"].isin(["a", "b", "direct", "indirect", "indirect_total", "total"])][
+                ["term", "path", "estimate", "ci_low", "ci_high", "p", "n"]].reset_index(drop=True),
+            lambda r: f"chain.path.{r['term'].replace(' -> ', '_to_').replace(' ', '_')}")
+        crow = [{"design": "within employee (fixed effects)", "estimate": est, "ci_low": lo, "ci_high": hi,
+                 "compares": "each employee with themself"}]
+        for eff, label, what in (("pooled", "pooled (all employee-quarters)", "everyone with everyone"),
+                                 ("between", "between employees (employee means)", "employees with each other")):
+            ct, cf = contrasts[eff]
+            r = _row(ct, path="total")
+            e2, l2, h2 = _est(r)
+            crow.append({"design": label, "estimate": e2, "ci_low": l2, "ci_high": h2, "compares": what})
+            rows.append(finding(f"chain.{eff}.total", f"{x_lab} -> {y_lab}, {label}",
+                                f"the same regression {'across' if eff == 'pooled' else 'between'} employees: "
+                                f"stable differences between employees and sites included", e2, l2, h2, unit=unit,
+                                n=cf.n_obs, n_clusters=cf.n_clusters,
+                                method=f"{eff} regression, SE clustered by employee", kind="association"))
+        details["contrast"] = pd.DataFrame(crow)
+    # ---- customer level: CX received in p-1 -> loyalty of p
+    loy = []
+    if not _has(ws, "customer_outcomes"):
+        notes.append("There is no customer-outcome table: the loyalty and money steps cannot be estimated.")
+    else:
+        cp = ws.customer_periods()
+        cx_prev = f"{cx}_prev"
+        if cp.empty or cx_prev not in cp.columns or cp[cx_prev].notna().sum() < 50:
+            notes.append("Too few customers answered a CX survey in a period before an outcome period: the loyalty "
+                         "steps cannot be estimated.")
+        else:
+            with quietly():
+                for outcome, key, unit_l, scale in (("retained", "retention", "percentage points of retention", 100.0),
+                                                    ("revenue", "revenue", "revenue per customer per period", 1.0)):
+                    res = loyalty(cp, cx=cx_prev, outcome=outcome, agent="employee_id_prev", model="linear",
+                                  n_boot=n_boot, seed=seed, alpha=alpha)
+                    loy.append(res)
+                    lt, lf = res
+                    notes += _notes(lf)
+                    r = _row(lt, term=cx_prev)
+                    e, l, h = (v * scale for v in _est(r))
+                    rows.append(finding(
+                        f"chain.loyalty.{key}", f"{y_lab} received -> {key} in the next period",
+                        f"change in the next period's {key} of a customer per {y_lab} point received in the preceding "
+                        f"period, given the customer's own prior retention and revenue", e, l, h,
+                        unit=f"{unit_l} per {y_lab} point", n=lf.n_obs, n_clusters=lf.n_clusters,
+                        method="customer-level regression with period effects, SE two-way clustered by customer and "
+                               "by the agent who served most of the preceding period's contacts", kind="effect",
+                        caveat="Customers are not assigned to experiences at random: a customer who had an unusually "
+                               "good quarter may differ in ways the prior-period controls do not capture."))
+            lt_all = pd.concat([res.table.assign(outcome=o) for res, o in zip(loy, ("retention (share)", "revenue"))],
+                               ignore_index=True)
+            details["loyalty"] = lt_all[lt_all["term"] == cx_prev][["outcome", "estimate", "ci_low", "ci_high", "p",
+                                                                    "n"]].reset_index(drop=True)
+            details["loyalty_models"] = lt_all[["outcome", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
+    if med is not None and len(loy) == 2 and n_boot > 0:
+        with quietly():
+            mc_t, mc_f = money_chain(med, loy)
+        notes += _notes(mc_f)
+        for r in mc_t.itertuples(index=False):
+            if r.kind != "product":
+                continue
+            key = "retention" if "retain" in r.term else "revenue"
+            scale = 1.0
+            rows.append(finding(
+                f"chain.money.{key}", f"+1 {x_lab} point -> {key} per customer, through {y_lab}",
+                f"{key} per customer per period that one {x_lab} point above the employee's usual level brings through "
+                f"the {y_lab} of the customers served", r.estimate * scale, r.ci_low * scale, r.ci_high * scale,
+                unit=str(r.unit), n=int(r.n), n_clusters=None,
+                method="product of the within-employee step and the customer-level step; independent bootstrap draws "
+                       "of the two multiplied", kind="effect", caveat=str(r.assumption), headline=True,
+                sentence=(f"Through {y_lab}, one {x_lab} point {{link}} about {{abs_value}} "
+                          + ("percentage points of retention" if key == "retention" else "in revenue per customer per period")
+                          + " {sign:more|less}.")))
+        details["money_chain"] = mc_t[["term", "kind", "estimate", "ci_low", "ci_high", "unit", "assumption"]]
+    latent = {}
+    if getattr(ws, "truth", None):
+        latent = {"chain.loyalty.retention": math.nan, "chain.loyalty.revenue": _derived(ws, "loyalty", "revenue_per_cx"),
+                  "chain.total": _derived(ws, "mediation", "total"), "chain.direct": _derived(ws, "mediation", "direct"),
+                  "chain.indirect_total": _derived(ws, "mediation", "indirect_total")}
+        for m, sm in (("fcr_rate", "fcr"), ("handle_minutes", "aht"), ("transfer_rate", "transfer")):
+            latent[f"chain.indirect.{m}"] = _derived(ws, "mediation", "indirect", sm)
+    return _finish("service_profit_chain", ws, rows, details, notes, latent)
 
 
 # =========================================================================== 06 direction
@@ -611,6 +843,355 @@ def employee_wave_panel(ws: Any, ex: str = "esat", cx: str = "csat", extra: Iter
         raise ValueError(f"the linked employee x wave panel has no column(s) {missing}; "
                          f"it has {list(panel.columns)}")
     return panel[list(dict.fromkeys(cols))].rename(columns={"period": "wave"}).reset_index(drop=True)
+
+
+def _lag_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The headline rows of a cross_lagged table (``wave`` missing: the lags and summaries)."""
+    return table[table["wave"].isna()] if "wave" in table.columns else table
+
+
+def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csat", cluster: str = "team_id",
+              multiple_indicators: bool = True, invariance: bool = True, seed: int = 0, alpha: float = 0.05,
+              min_group_size: int = 5) -> Findings:
+    """Findings of report 06: does EX lead CX, or follow it?
+
+    Parameters
+    ----------
+    ws : Workspace, Study or path
+    segment : str
+        A site id or ``"all"``.
+    ex, cx : str
+        The EX and CX items of the single-indicator models (default eSat, CSAT).
+    cluster : str
+        The level every interval clusters over (default the team: employees of a
+        team share their lead and climate).
+    multiple_indicators : bool
+        Also fit the multiple-indicator RI-CLPM (EX: eSat, eNPS, EES; CX: the
+        CSAT means over the odd- and the even-numbered answers of each
+        employee-wave, whose sampling noise is independent).
+    invariance : bool
+        Test measurement invariance of the multiple-indicator model
+        (configural, metric, scalar).
+    seed : int
+        Unused (no resampling).
+    alpha : float
+        1 - confidence level.
+    min_group_size : int
+        Unused (no group table); kept for a uniform signature.
+
+    Returns
+    -------
+    Findings
+        Keys ``direction.fe.ex_to_cx`` (the within-employee headline: two-way
+        fixed effects of CX in wave period w on EX answered at wave w-1;
+        :data:`HEADLINE`), ``direction.fe.cx_to_ex`` (EX at wave w on CX of
+        the wave period before it); the RI-CLPM lags
+        ``direction.riclpm.<ex_to_cx|cx_to_ex>.<0to3m|3to6m>`` (two time
+        pairings, so both directions are estimated over the same span),
+        ``direction.riclpm.ex_ar`` / ``cx_ar`` (within-employee persistence),
+        ``direction.riclpm.resid_corr`` (the within-wave association),
+        ``direction.ri_corr`` (stable differences: between employees),
+        ``direction.clpm.ex_to_cx`` (the classic model, for contrast);
+        ``direction.mi.*`` (the multiple-indicator model);
+        ``direction.insight.to_ex`` and ``direction.insight.moderates_cx_to_ex``
+        (design idea 7: CX insight lifts EX). ``details``: ``aligned`` (both
+        directions over the same span), ``reconciliation`` (FE, RI-CLPM and CLPM:
+        what each estimates), ``riclpm``, ``mi``, ``invariance``, ``insight``.
+
+    Notes
+    -----
+    *Timing.* EX is answered at the opening of wave w; the CX of wave period w
+    is the mean over the interactions of the following quarter. Paired this
+    way (pairing "after"), the EX -> CX cross-lag (EX at w-1 -> CX of period
+    w) spans 3-6 months while the CX -> EX cross-lag (CX of period w-1 -> EX
+    at w) spans 0-3 months. Pairing EX at w with the CX of the quarter
+    *before* it (pairing "before") swaps the spans. Taking each direction from
+    the pairing where it spans the same interval compares like with like.
+
+    *What each model estimates.* Two-way fixed effects: how CX moves with an
+    employee's EX of the wave before, relative to that employee's usual level,
+    all paths included (not holding the previous CX). RI-CLPM: the within-person
+    cross-lag holding the previous wave's own level, with stable differences
+    between employees in random intercepts. CLPM: the same without random
+    intercepts, so stable differences leak into the lags.
+    """
+    from cxex_lab.models import cross_lagged, cross_lagged_mi, measurement_invariance, within_effects
+    from cxex_lab.results import quietly
+
+    ws = _workspace(ws, segment)
+    notes: list[str] = []
+    rows: list[dict] = []
+    details: dict[str, pd.DataFrame] = {}
+    panel = employee_wave_panel(ws, ex, cx, extra=[c for c in ("enps", "ees", "cx_insight_access")
+                                                    if c not in (ex, cx)])
+    x_lab = {"esat": "eSat", "enps": "eNPS answer", "ees": "EES"}.get(ex, ex)
+    y_lab = {"csat": "CSAT", "nps": "NPS answer", "ces": "CES"}.get(cx, cx)
+    n_waves = int(panel.dropna(subset=[ex, cx], how="all")["wave"].nunique())
+    n_teams = int(panel[cluster].nunique()) if cluster in panel.columns else 0
+    if n_teams < 2:
+        notes.append(f"Only {n_teams} {cluster.replace('_id', '')}: intervals are clustered by employee instead.")
+        cluster = "employee_id"
+    lvl = cluster.replace("_id", "")
+    latent_lags = {k: _derived(ws, "within_lags", k) for k in ("ex->cx", "cx->ex", "ex->ex", "cx->cx")}
+    latent: dict[str, float] = {}
+    if n_waves < 3:
+        notes.append(f"The study has {n_waves} wave period(s) with linked EX and CX: a lagged within-employee design "
+                     "needs at least 3 (two-way fixed effects with a lag, and the RI-CLPM, which separates stable "
+                     "differences from wave-to-wave change). Only the classic cross-lagged model (CLPM), which cannot "
+                     "separate them, is shown below as an association." if n_waves == 2 else
+                     f"The study has {n_waves} wave period(s) with linked EX and CX: the direction of the effect "
+                     "cannot be studied without repeated waves.")
+        if n_waves == 2:
+            with quietly():
+                cl, clf = cross_lagged(panel, "employee_id", "wave", ex, cx, kind="clpm", cluster=cluster)
+            notes += _notes(clf)
+            r = _row(_lag_rows(cl), term=f"{ex}->{cx}")
+            rows.append(finding("direction.clpm.ex_to_cx", f"{x_lab} -> {y_lab}, classic cross-lagged model",
+                                "lagged association of EX with later CX, stable differences between employees "
+                                "included", *_est(r), unit=f"{y_lab} points per {x_lab} point", n=clf.n_obs,
+                                n_clusters=clf.n_clusters, method=f"CLPM by FIML, robust SE clustered by {lvl}",
+                                kind="association", headline=True))
+        return _finish("direction", ws, rows, details, notes, latent)
+
+    unit = f"{y_lab} points per {x_lab} point"
+    runit = f"{x_lab} points per {y_lab} point"
+    # ---- the headline: two-way FE (the same spec the study-design report uses)
+    with quietly():
+        fe, fef = within_effects(panel, HEADLINE["unit"], HEADLINE["period"], y=cx, x=ex, lags=HEADLINE["lags"],
+                                 cluster=cluster)
+        fer, ferf = within_effects(panel, HEADLINE["unit"], HEADLINE["period"], y=ex, x=cx, lags=1, cluster=cluster)
+    notes += _notes(fef, ferf)
+    fe_method = f"two-way fixed effects (employee, wave), SE clustered by {lvl} ({fef.n_clusters} clusters)"
+    e, l, h = _est(_row(fe, lag=1))
+    rows.append(finding(
+        "direction.fe.ex_to_cx", f"{x_lab} -> {y_lab} in the following quarter (within employee)",
+        f"change in the mean {y_lab} of an employee's interactions in wave period w per {x_lab} point above that "
+        f"employee's usual level at wave w-1 (3-6 months earlier), all paths included", e, l, h, unit=unit,
+        n=fef.n_obs, n_clusters=fef.n_clusters, method=fe_method, kind="effect", headline=True,
+        caveat="Stable differences between employees and common shocks to all employees in a wave cannot produce it; "
+               "feedback from earlier CX to EX can bias a fixed-effects lag, which the RI-CLPM below models.",
+        sentence=f"An employee whose {x_lab} is one point above their usual level {{link}} a mean {y_lab} about "
+                 f"{{abs_value}} points {{sign:higher|lower}} among their customers a quarter later."))
+    e, l, h = _est(_row(fer, lag=1))
+    rows.append(finding(
+        "direction.fe.cx_to_ex", f"{y_lab} -> {x_lab} at the next survey (within employee)",
+        f"change in an employee's {x_lab} at wave w per {y_lab} point above the employee's usual level in the quarter "
+        f"before (0-3 months earlier)", e, l, h, unit=runit, n=ferf.n_obs, n_clusters=ferf.n_clusters,
+        method=f"two-way fixed effects (employee, wave), SE clustered by {lvl}", kind="effect",
+        caveat="Feedback from EX to later CX can bias a fixed-effects lag."))
+
+    # ---- RI-CLPM on two time pairings
+    before = panel[["employee_id", "wave", cx]].assign(wave=panel["wave"] + 1).rename(columns={cx: f"{cx}_before"})
+    pb = panel.drop(columns=[cx]).merge(before, on=["employee_id", "wave"], how="left")
+    # the first wave has no quarter before it in the log: pairing "before" starts at wave 2
+    pb = pb[pb["wave"] > panel["wave"].min()]
+    fits = {}
+    with quietly():
+        fits["after"] = cross_lagged(panel, "employee_id", "wave", ex, cx, kind="riclpm", cluster=cluster)
+        fits["before"] = cross_lagged(pb, "employee_id", "wave", ex, f"{cx}_before", kind="riclpm", cluster=cluster)
+        cl = cross_lagged(panel, "employee_id", "wave", ex, cx, kind="clpm", cluster=cluster)
+    for k, v in fits.items():
+        notes += _notes(v.fit)
+    notes += _notes(cl.fit)
+    ta, fa = fits["after"]
+    tb, fb = fits["before"]
+    la, lb = _lag_rows(ta), _lag_rows(tb)
+    ri_method = f"RI-CLPM by FIML (missing waves used), robust sandwich SE clustered by {lvl}"
+    spans = [
+        ("direction.riclpm.ex_to_cx.3to6m", la, f"{ex}->{cx}", "3-6 months", "EX -> CX", fa, unit, "after"),
+        ("direction.riclpm.cx_to_ex.0to3m", la, f"{cx}->{ex}", "0-3 months", "CX -> EX", fa, runit, "after"),
+        ("direction.riclpm.ex_to_cx.0to3m", lb, f"{ex}->{cx}_before", "0-3 months", "EX -> CX", fb, unit, "before"),
+        ("direction.riclpm.cx_to_ex.3to6m", lb, f"{cx}_before->{ex}", "3-6 months", "CX -> EX", fb, runit, "before"),
+    ]
+    aligned = []
+    for key, tab, term, span, arrow, fit, u, pairing in spans:
+        r = _row(tab, term=term)
+        e, l, h = _est(r)
+        src, dst = (x_lab, y_lab) if arrow == "EX -> CX" else (y_lab, x_lab)
+        rows.append(finding(
+            key, f"{src} -> {dst}, {span} later (RI-CLPM)",
+            f"within-employee cross-lag over {span}: {dst} per {src} point above the employee's usual level, holding "
+            f"the previous wave's own level", e, l, h, unit=u, n=fit.n_units, n_clusters=fit.n_clusters,
+            method=f"{ri_method}; EX paired with the CX of the quarter {pairing} the survey", kind="effect",
+            headline=key == "direction.riclpm.cx_to_ex.0to3m",
+            sentence=(f"The reverse path ({y_lab} of the quarter before a survey -> {x_lab} at the survey) is "
+                      f"about {{value}} {runit}." if key == "direction.riclpm.cx_to_ex.0to3m" else None)))
+        aligned.append({"span": span, "direction": f"{src} -> {dst}", "label": f"{src} -> {dst}, {span}",
+                        "estimate": e, "ci_low": l, "ci_high": h,
+                        "std_estimate": float(r["std_estimate"]) if r is not None else math.nan,
+                        "unit": u, "pairing": f"CX of the quarter {pairing} the survey", "key": key})
+    details["aligned"] = pd.DataFrame(aligned)[["key", "label", "span", "direction", "estimate", "ci_low", "ci_high",
+                                                "std_estimate", "unit"]].sort_values(
+        ["span", "direction"], kind="stable").reset_index(drop=True)
+    for key, term, label, lat in (("direction.riclpm.ex_ar", f"{ex}->{ex}", f"{x_lab} persistence", "ex->ex"),
+                                  ("direction.riclpm.cx_ar", f"{cx}->{cx}", f"{y_lab} persistence", "cx->cx")):
+        rows.append(finding(key, f"{label} (within employee)", f"how much of a within-employee deviation carries "
+                            f"to the next wave ({label})", *_est(_row(la, term=term)), unit="share carried to the next wave",
+                            n=fa.n_units, n_clusters=fa.n_clusters, method=ri_method, kind="descriptive"))
+        latent[key] = latent_lags[lat]
+    latent["direction.riclpm.ex_to_cx.3to6m"] = latent_lags["ex->cx"]
+    latent["direction.riclpm.cx_to_ex.0to3m"] = latent_lags["cx->ex"]
+    rc = _row(la, term=f"resid_corr({ex},{cx})")
+    rows.append(finding("direction.riclpm.resid_corr", f"{x_lab} and {y_lab} within the same quarter",
+                        f"correlation of the within-employee deviations of {x_lab} at a survey and {y_lab} in the quarter "
+                        "that follows, after the lagged effects (mean over waves 2-T)", *_est(rc), unit="correlation",
+                        n=fa.n_units, n_clusters=fa.n_clusters, method=ri_method, kind="association",
+                        caveat="A same-quarter association: EX at the survey precedes the quarter's CX, but a shock "
+                               "hitting both in the same quarter produces it as well."))
+    ri = _row(la, term=f"corr(RI_{ex},RI_{cx})")
+    rows.append(finding("direction.ri_corr", "Stable differences: employees usually higher on EX, usually higher on CX",
+                        f"correlation of employees' stable levels (random intercepts) of {x_lab} and {y_lab}",
+                        *_est(ri), unit="correlation", n=fa.n_units, n_clusters=fa.n_clusters, method=ri_method,
+                        kind="association", headline=True,
+                        sentence="Stable differences between employees are strong: employees whose EX is usually "
+                                 "higher also usually have happier customers (correlation {value})."))
+    latent["direction.ri_corr"] = _derived(ws, "between", "corr_ri")
+    ct, cf = cl
+    rows.append(finding("direction.clpm.ex_to_cx", f"{x_lab} -> {y_lab}, classic cross-lagged model",
+                        "the same lag without random intercepts: stable differences between employees leak into it",
+                        *_est(_row(_lag_rows(ct), term=f"{ex}->{cx}")), unit=unit, n=cf.n_units, n_clusters=cf.n_clusters,
+                        method=f"CLPM by FIML, robust SE clustered by {lvl}", kind="association"))
+    names = {ex: x_lab, cx: y_lab, "ex": x_lab, "cx": y_lab}
+
+    def readable(term: str) -> str:
+        """RI-CLPM term names as a reader says them (internal column names never reach a report)."""
+        m = re.fullmatch(r"(\w+)->(\w+)", term)
+        if m:
+            a, b = names.get(m.group(1), m.group(1)), names.get(m.group(2), m.group(2))
+            return f"{a} persistence" if a == b else f"{a} -> {b}"
+        m = re.fullmatch(r"(resid_cov|resid_corr|wave1_cov|wave1_corr)\((\w+),(\w+)\)", term)
+        if m:
+            what = {"resid_cov": "same-quarter covariance", "resid_corr": "same-quarter correlation",
+                    "wave1_cov": "wave-1 covariance", "wave1_corr": "wave-1 correlation"}[m.group(1)]
+            return f"{what} of {names.get(m.group(2), m.group(2))} and {names.get(m.group(3), m.group(3))}"
+        m = re.fullmatch(r"corr\(RI_(\w+),RI_(\w+)\)", term)
+        if m:
+            return f"correlation of stable levels ({names.get(m.group(1), m.group(1))}, {names.get(m.group(2), m.group(2))})"
+        m = re.fullmatch(r"loading\((\w+)\)", term)
+        if m:
+            item = m.group(1)
+            half = {"h1": ", odd-numbered answers", "h2": ", even-numbered answers"}
+            base, _, h = item.rpartition("_")
+            if h in half:
+                return f"loading of {names.get(base, base.upper())}{half[h]}"
+            return f"loading of {_ITEM_WORDS.get(item, item)}"
+        return term
+
+    rt = la[la["component"].isin(["lag", "within-wave", "between"])][
+        ["term", "component", "estimate", "ci_low", "ci_high", "std_estimate"]].reset_index(drop=True)
+    details["riclpm"] = _keyed(rt, lambda r: f"direction.riclpm_table.{r['term']}").assign(
+        term=rt["term"].map(readable))
+    recon = [
+        {"model": "Two-way fixed effects", "estimates": "how an employee's CX a quarter later moves with their EX "
+         "relative to their own usual level; all paths included; no random intercepts needed",
+         "EX -> CX": _est(_row(fe, lag=1))[0], "CX -> EX": _est(_row(fer, lag=1))[0]},
+        {"model": "RI-CLPM", "estimates": "the within-employee cross-lag, holding last wave's own level; stable "
+         "differences in random intercepts (EX -> CX spans 3-6 months, CX -> EX 0-3 months)",
+         "EX -> CX": _est(_row(la, term=f"{ex}->{cx}"))[0], "CX -> EX": _est(_row(la, term=f"{cx}->{ex}"))[0]},
+        {"model": "CLPM", "estimates": "the same cross-lag without random intercepts: stable differences between "
+         "employees are mixed into it (for contrast only)",
+         "EX -> CX": _est(_row(_lag_rows(ct), term=f"{ex}->{cx}"))[0],
+         "CX -> EX": _est(_row(_lag_rows(ct), term=f"{cx}->{ex}"))[0]},
+    ]
+    details["reconciliation"] = pd.DataFrame(recon)[["model", "EX -> CX", "CX -> EX", "estimates"]]
+
+    # ---- multiple indicators: EX items, CX split halves
+    if multiple_indicators:
+        ph = ws.panel("employee", "wave", ex_lag=0, halves=True, loyalty=False).rename(columns={"period": "wave"})
+        x_items = [c for c in dict.fromkeys([ex, "enps", "ees", "esat"]) if c in ph.columns and ph[c].notna().any()][:3]
+        y_items = [f"{cx}_h1", f"{cx}_h2"]
+        if len(x_items) >= 2 and all(c in ph.columns for c in y_items):
+            if cluster not in ph.columns:
+                ph[cluster] = ph["employee_id"]
+            with quietly():
+                mt, mf = cross_lagged_mi(ph, "employee_id", "wave", x_items, y_items, names=("ex", "cx"),
+                                         cluster=cluster)
+            notes += _notes(mf)
+            ml = _lag_rows(mt)
+            mi_method = (f"multiple-indicator RI-CLPM by FIML (EX: {', '.join(x_items)}; CX: {y_lab} over odd- and "
+                         f"even-numbered answers), loadings equal over waves, robust SE clustered by {lvl}")
+            for key, term, label, u, lat in (
+                    ("direction.mi.ex_to_cx", "ex->cx", f"{x_lab} -> {y_lab}, 3-6 months later", unit, "ex->cx"),
+                    ("direction.mi.cx_to_ex", "cx->ex", f"{y_lab} -> {x_lab}, 0-3 months later", runit, "cx->ex"),
+                    ("direction.mi.ex_ar", "ex->ex", f"{x_lab} persistence", "share carried to the next wave", "ex->ex"),
+                    ("direction.mi.cx_ar", "cx->cx", f"{y_lab} persistence", "share carried to the next wave", "cx->cx")):
+                rows.append(finding(key, f"{label} (multiple indicators)",
+                                    f"the same within-employee lag between factors measured by several items, so item "
+                                    f"noise does not attenuate it", *_est(_row(ml, term=term)), unit=u, n=mf.n_units,
+                                    n_clusters=mf.n_clusters, method=mi_method,
+                                    kind="effect" if "ar" not in key else "descriptive"))
+                latent[key] = latent_lags[lat]
+            mt2 = ml[["term", "component", "estimate", "ci_low", "ci_high", "std_estimate"]].reset_index(drop=True)
+            details["mi"] = mt2.assign(term=mt2["term"].map(readable))
+            if invariance:
+                with quietly():
+                    try:
+                        details["invariance"] = measurement_invariance(ph, "employee_id", "wave", x_items, y_items,
+                                                                       names=("ex", "cx"))
+                    except (ValueError, np.linalg.LinAlgError) as err:
+                        notes.append(f"Measurement invariance could not be tested: {err}")
+        else:
+            notes.append("The multiple-indicator model needs at least two EX items and CX answers split in halves; "
+                         "they are not available in this study.")
+
+    # ---- design idea 7: CX insight lifts EX
+    if "cx_insight_access" in panel.columns and panel["cx_insight_access"].notna().sum() > 50:
+        pi = panel.copy()
+        pi["insight"] = pi["cx_insight_access"]
+        prev = pi[["employee_id", "wave", cx, "insight"]].assign(wave=pi["wave"] + 1).rename(
+            columns={cx: "_cx_prev", "insight": "insight_prev"})
+        pm = pi.merge(prev, on=["employee_id", "wave"], how="left").dropna(subset=["insight_prev"])
+        # CX of the quarter before x insight access at the survey before it (both centred): the moderation term
+        pm["cx_prev_x_insight_prev"] = ((pm["_cx_prev"] - pm["_cx_prev"].mean())
+                                        * (pm["insight_prev"] - pm["insight_prev"].mean()))
+        same = mod = None
+        try:
+            with quietly():
+                same, samef = within_effects(pi.assign(insight_now=pi["insight"]), "employee_id", "wave", y=ex,
+                                             x="insight", lags=1, controls=["insight_now"], cluster=cluster)
+                mod, modf = within_effects(pm, "employee_id", "wave", y=ex, x=cx, lags=1,
+                                           controls=["insight_prev", "cx_prev_x_insight_prev"], cluster=cluster)
+        except ValueError as err:
+            notes.append(f"The insight-access models could not be estimated: {err}")
+        if same is not None:
+            notes += _notes(samef, modf)
+            r = _row(same, term="insight_now")
+            rows.append(finding(
+                "direction.insight.to_ex", f"Customer-insight access and {x_lab} (within employee, same survey)",
+                f"change in {x_lab} per point of customer-insight access (1-5) reported in the same survey, relative to "
+                "the employee's usual levels (the previous wave's insight access held)", *_est(r),
+                unit=f"{x_lab} points per insight-access point", n=samef.n_obs, n_clusters=samef.n_clusters,
+                method=f"two-way fixed effects, SE clustered by {lvl}", kind="association",
+                caveat="Both are reported by the same person in the same survey: a mood that colours every answer "
+                       "(common-method variance) inflates it."))
+            latent["direction.insight.to_ex"] = _derived(ws, "insight_to_ex") if np.isfinite(
+                _derived(ws, "insight_to_ex")) else (getattr(ws, "truth", None) or {}).get("params", {}).get(
+                "insight_to_ex", math.nan)
+            r = _row(mod, term="cx_prev_x_insight_prev")
+            rows.append(finding(
+                "direction.insight.moderates_cx_to_ex", "Does insight access change the CX -> EX path?",
+                f"change in the within-employee CX -> EX lag ({x_lab} per {y_lab} point of the quarter before the "
+                "survey) per point of insight access at the previous survey", *_est(r),
+                unit=f"{x_lab} points per {y_lab} point, per insight-access point", n=modf.n_obs,
+                n_clusters=modf.n_clusters, method=f"two-way fixed effects with an interaction, SE clustered by {lvl}",
+                kind="effect"))
+            latent["direction.insight.moderates_cx_to_ex"] = (getattr(ws, "truth", None) or {}).get(
+                "params", {}).get("insight_cx_to_ex", math.nan)
+            ins = pd.concat([same.assign(model="insight access and EX"),
+                             mod.assign(model="CX -> EX, moderated by insight access")],
+                            ignore_index=True)[["model", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
+            words = {"insight_now": "insight access, same survey", f"insight->{ex}": "insight access, previous survey",
+                     f"{cx}->{ex}": f"{y_lab} of the quarter before the survey",
+                     "insight_prev": "insight access, previous survey",
+                     "cx_prev_x_insight_prev": f"{y_lab} before x insight access (the moderation)"}
+            ins = ins.assign(term=ins["term"].map(lambda t: words.get(t, t)))
+            details["insight"] = ins[ins["model"] == "insight access and EX"].drop(columns="model").reset_index(drop=True)
+            details["insight_moderation"] = ins[ins["model"] != "insight access and EX"].drop(
+                columns="model").reset_index(drop=True)
+    else:
+        notes.append("Customer-insight access was not asked: design idea 7 (sharing customer insight lifts EX) "
+                     "cannot be tested.")
+    return _finish("direction", ws, rows, details, notes, latent)
 
 
 # =========================================================================== 07 vicious circle
@@ -1468,7 +2049,7 @@ _REPORT_SPECS: dict[str, dict[str, dict[str, Any]]] = {
     "linkage": {"harness": {}, "truth": {}},
     "drivers": {"harness": {"n_boot": 200}, "truth": {"n_boot": 0}},
     "service_profit_chain": {"harness": {"n_boot": 300}, "truth": {"n_boot": 0}},
-    "direction": {"harness": {}, "truth": {}},
+    "direction": {"harness": {"invariance": False}, "truth": {"invariance": False}},
     "vicious_circle": {"harness": {}, "truth": {}},
     "study_design": {"harness": {"power": False}, "truth": {"power": False}},
 }

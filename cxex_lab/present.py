@@ -129,7 +129,10 @@ def decimals_for(estimate: float, ci_low: float = math.nan, ci_high: float = mat
     """Decimals that show an estimate as precisely as its interval warrants.
 
     With an interval: enough decimals for the interval's half-width to show its
-    first significant digit (half-width 0.06 -> 2 decimals, 0.6 -> 1, 6 -> 0).
+    first significant digit (half-width 0.06 -> 2 decimals, 0.6 -> 1, 6 -> 0),
+    or its first two when the first is a 1 or a 2 (0.108 -> 2 decimals, 1.5 -> 1),
+    so that "0.10 [-0.01, 0.21]" is not shown as "0.1 [0.0, 0.2]" (the
+    rounding rule of the Particle Data Group).
     Without one: two significant digits of the estimate (0.18 -> 2, 12.3 -> 0).
     At most ``cap``.
 
@@ -140,7 +143,10 @@ def decimals_for(estimate: float, ci_low: float = math.nan, ci_high: float = mat
     """
     if not _isnan(ci_low) and not _isnan(ci_high) and float(ci_high) > float(ci_low):
         half = (float(ci_high) - float(ci_low)) / 2
-        return int(min(cap, max(0, -math.floor(math.log10(half)))))
+        d = -math.floor(math.log10(half))
+        if half * 10.0 ** d < 3:  # leading digit 1 or 2: keep a second significant digit
+            d += 1
+        return int(min(cap, max(0, d)))
     if _isnan(estimate) or float(estimate) == 0:
         return 2
     return int(min(cap, max(0, 1 - math.floor(math.log10(abs(float(estimate)))))))

@@ -1160,7 +1160,7 @@ class Workspace:
         return out
 
     def mirror_stats(self, by: str | None = None, period: str | None = None, cluster: str = "employee_id",
-                     ex_wave: int | str = "latest") -> pd.DataFrame:
+                     ex_wave: int | str = "latest", side: str | None = None) -> pd.DataFrame:
         """Per-cluster sufficient statistics of both sides, in the long format of the mirror metrics.
 
         The engine-side twin of :func:`cxex_lab.metrics.mirror_cluster_stats`
@@ -1171,30 +1171,36 @@ class Workspace:
         and :func:`cxex_lab.metrics.compare`. EX waves are never pooled:
         without ``period`` only wave ``ex_wave`` (default the latest) is kept.
         Checked equal to ``mirror_cluster_stats`` on the sample
-        (``tests/test_workspace.py``).
+        (``tests/test_workspace.py``). ``side="CX"`` or ``"EX"`` computes one
+        side only.
         """
         from cxex_lab.metrics import MIRROR
 
         if period not in (None, "wave"):
             raise WorkspaceError(f"mirror_stats: period must be None or 'wave', got {period!r}")
-        cx = self.cx_cluster_stats(by=by, period=period, cluster=cluster)
-        ex = self.ex_cluster_stats(by=by, cluster=cluster)
+        if side not in (None, "CX", "EX"):
+            raise WorkspaceError(f"mirror_stats: side must be None, 'CX' or 'EX', got {side!r}")
+        keys = [k for k in (by, "wave" if period == "wave" else None, cluster) if k]
+        keys = list(dict.fromkeys(keys))
+        empty = pd.DataFrame(columns=keys)
+        cx = self.cx_cluster_stats(by=by, period=period, cluster=cluster) if side != "EX" else empty
+        ex = self.ex_cluster_stats(by=by, cluster=cluster) if side != "CX" else empty.assign(wave=pd.Series(dtype="int64"))
         if period is None and len(ex):
             waves = sorted(ex["wave"].unique())
             keep = waves[-1] if ex_wave == "latest" else int(ex_wave)
             if keep not in waves:
                 raise WorkspaceError(f"mirror_stats: ex_wave={ex_wave!r} is not a wave of the study; waves are {waves}")
             ex = ex[ex["wave"] == keep].drop(columns="wave")
-        keys = [k for k in (by, "wave" if period == "wave" else None, cluster) if k]
-        keys = list(dict.fromkeys(keys))
         parts = []
         for dim, (cx_metric, cx_col, ex_metric, ex_col) in MIRROR.items():
-            for side, frame, col, metric in (("EX", ex, ex_col, ex_metric), ("CX", cx, cx_col, cx_metric)):
+            for s_name, frame, col, metric in (("EX", ex, ex_col, ex_metric), ("CX", cx, cx_col, cx_metric)):
+                if side not in (None, s_name):
+                    continue
                 d = frame[keys].copy()
                 d.insert(0, "item", col)
                 d.insert(0, "metric", metric)
                 d.insert(0, "dimension", dim)
-                d.insert(0, "side", side)
+                d.insert(0, "side", s_name)
                 d["n"] = frame[f"{col}_n"].to_numpy()
                 d["sum"] = frame[f"{col}_sum"].to_numpy(dtype="float64")
                 d["sum_sq"] = frame[f"{col}_sumsq"].to_numpy(dtype="float64")
@@ -1315,11 +1321,12 @@ class Workspace:
                                  keys=("team_id", "site_id"))
         top = top.select(_ac=top._ac, _ap=top._ap, employee_id_prev=top.employee_id, team_id_prev=top.team_id,
                          site_id_prev=top.site_id)
-        o = co.select("customer_id", period=co.period.cast("int64"), retained=co.retained,
+        # retention as 0/1 numbers (missing where the outcome row is absent): what the models take
+        o = co.select("customer_id", period=co.period.cast("int64"), retained=co.retained.cast("float64"),
                       revenue=co.revenue.cast("float64"))
         o = o.mutate(prev_period=contract.previous_wave(o.period, waves))
         o = o.filter(o.prev_period.notnull())
-        po = co.select(_pc=co.customer_id, _pp=co.period.cast("int64"), retained_prev=co.retained,
+        po = co.select(_pc=co.customer_id, _pp=co.period.cast("int64"), retained_prev=co.retained.cast("float64"),
                        revenue_prev=co.revenue.cast("float64"))
         r = o.left_join(exp, (o.customer_id == exp._xc) & (o.prev_period == exp._xp))
         r = r.left_join(po, (r.customer_id == po._pc) & (r.prev_period == po._pp))
