@@ -1199,15 +1199,18 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
 
 
 # =========================================================================== 08 study design
-def headline_effect(panel: pd.DataFrame, *, ex: str = "esat", cx: str = "csat", alpha: float = 0.05):
+def headline_effect(panel: pd.DataFrame, *, ex: str = "esat", cx: str = "csat", alpha: float = 0.05,
+                    cluster: str | None = None):
     """The within-employee headline (:data:`HEADLINE`) fitted on an employee x wave panel.
 
     :func:`cxex_lab.models.within_effects` with the unit, period, lag and
     cluster of :data:`HEADLINE`: two-way fixed effects (employee, wave) of the
     mean ``cx`` of wave period w on the ``ex`` answered at wave w-1, standard
-    errors clustered by team (t with G-1 df). Reports 06 and 08 and the power
-    simulation (:mod:`cxex_lab.models.power`) all call this, so they quote the
-    same numbers.
+    errors clustered by team (t with G-1 df). As in :func:`direction`, a panel
+    with fewer than 2 teams clusters by employee instead (``fit.cluster`` says
+    which). Reports 06 and 08 and the power simulation
+    (:mod:`cxex_lab.models.power`) fit the same model, so they quote the same
+    numbers.
 
     Returns
     -------
@@ -1217,14 +1220,17 @@ def headline_effect(panel: pd.DataFrame, *, ex: str = "esat", cx: str = "csat", 
     Raises
     ------
     ValueError
-        When the panel cannot support it (fewer than 3 waves, no lagged pairs,
-        fewer than 2 teams); the message says why.
+        When the panel cannot support it (fewer than 3 waves, no lagged pairs);
+        the message says why.
     """
     from cxex_lab.models import within_effects
 
     h = HEADLINE
+    cluster = cluster or h["cluster"]
+    if cluster != h["unit"] and (cluster not in panel.columns or panel[cluster].nunique() < 2):
+        cluster = h["unit"]
     return within_effects(panel, unit=h["unit"], period=h["period"], y=cx, x=ex, lags=h["lags"], alpha=alpha,
-                          cluster=h["cluster"])
+                          cluster=cluster)
 
 
 _SD_UNIT = "CSAT points (1-5) per eSat point (1-5)"
@@ -1252,7 +1258,8 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
                  n_sims: int = 200, null_sims: int = 500, employees: Sequence[int] | None = None,
                  waves: Sequence[int] | None = None, effects: Sequence[float] | None = None,
                  grid_effects: Sequence[float] | None = None, compute: bool = True, max_seconds: float | None = None,
-                 jobs: int | None = None, cache: Any = True, contours: bool = True) -> Findings:
+                 jobs: int | None = None, cache: Any = True, contours: bool = True,
+                 type1_halfwidth: float = 0.02) -> Findings:
     """Findings of report 08: how sure can we be, and how big must the next study be?
 
     Parameters
@@ -1277,7 +1284,8 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
         checks power differently, see Notes).
     n_sims, null_sims : int
         Simulated studies per power cell, and at least this many without an
-        effect for the type-I rate (more until its interval is within ±2 points).
+        effect for the type-I rate (more until its interval is within
+        ±``type1_halfwidth``, 2 points by default).
     employees, waves, effects, grid_effects : sequence, optional
         The planning grid's employees and waves, the latent effects of the
         sweep at the study's own design and of the planning grid (defaults in
@@ -1368,13 +1376,17 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
     if head is not None:
         t = head.table.iloc[0]
         g = head.fit.n_clusters
+        if head.fit.cluster != HEADLINE["cluster"]:
+            notes.append("Fewer than 2 teams: the headline's interval is clustered by employee instead of team "
+                         "(as in report 06).")
         rows.append(finding(
             "study_design.headline", "EX -> next wave's CX, within employees",
             "Change in the mean CSAT of an agent's customers in a wave period when the agent's eSat one wave "
             "earlier was one point above the agent's own average (two-way fixed effects: stable differences "
             "between agents and shifts common to a wave removed)",
             t["estimate"], t["ci_low"], t["ci_high"], unit=_SD_UNIT, n=int(t["n"]), n_clusters=g,
-            method=_SD_METHOD.format(g=g), kind="effect", headline=True,
+            method=_SD_METHOD.format(g=g).replace("by team", f"by {head.fit.cluster.replace('_id', '')}"),
+            kind="effect", headline=True,
             caveat="Time-varying influences that move both eSat and the next CSAT (a new team leader, a change in "
                    "the customer mix) are not removed; the sensitivity analysis says how strong they would have to be.",
             sentence="An agent whose eSat was one point above their own usual level {link} customers' CSAT "
@@ -1384,7 +1396,7 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
         details["headline_data"] = pd.DataFrame([
             {"what": "employee-waves with CSAT and the previous wave's eSat", "value": int(used.n_obs)},
             {"what": "employees", "value": int(used.n_units)},
-            {"what": "teams (the clusters of the interval)", "value": int(g)},
+            {"what": f"{head.fit.cluster.replace('_id', '')}s (the clusters of the interval)", "value": int(g)},
             {"what": "wave periods with a previous wave", "value": int(used.n_periods)},
             {"what": "employee-waves without a usable pair (no answer, no lag)", "value": int(used.n_dropped)},
         ])
@@ -1395,7 +1407,7 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
             with quietly():
                 sens = sensitivity_within(panel, y="csat", x="esat", unit=HEADLINE["unit"], period=HEADLINE["period"],
                                           site="site_id" if n_sites >= 2 else None, lag=HEADLINE["lags"], alpha=alpha,
-                                          q=q, kd=tuple(kd), cluster=HEADLINE["cluster"])
+                                          q=q, kd=tuple(kd), cluster=head.fit.cluster)
         except ValueError as exc:
             notes.append(f"The sensitivity analysis could not be run: {exc}")
     if sens is not None:
@@ -1404,7 +1416,7 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
     if power:
         _sd_power(ws, head, rows, details, notes, n_sims=n_sims, null_sims=null_sims, employees=employees,
                   waves=waves, effects=effects, grid_effects=grid_effects, compute=compute, max_seconds=max_seconds,
-                  jobs=jobs, cache=cache, seed=seed, alpha=alpha)
+                  jobs=jobs, cache=cache, seed=seed, alpha=alpha, type1_halfwidth=type1_halfwidth)
     return _finish("study_design", ws, rows, details, notes)
 
 
@@ -1468,25 +1480,38 @@ def _sd_sensitivity(sens, head, rows, details, notes, alpha, q, contours, adjust
         })
     details["benchmarks"] = pd.DataFrame(bench_rows)
     tab = sens.table
-    srows = [{"scenario": "No unobserved confounder (the headline)", "share_of_esat": 0.0, "share_of_csat": 0.0,
+    short = {"stable traits": "stable traits", "site": "site"}
+    srows = [{"scenario": "No confounder (the headline)", "share_of_esat": 0.0, "share_of_csat": 0.0,
               "estimate": f.estimate, "ci_low": float(tab.iloc[0]["ci_low"]), "ci_high": float(tab.iloc[0]["ci_high"])}]
     for r in tab.iloc[1:].itertuples(index=False):
-        srows.append({"scenario": f"Confounder {r.kd:g}x as strong as {labels.get(r.benchmark, r.benchmark).lower()}",
+        if f.benchmarks[r.benchmark]["r2dxj_x"] == 0 and r.kd < 1:
+            continue  # a benchmark that cannot move the estimate (site): its multiples from 1x make the point
+        srows.append({"scenario": f"{r.kd:g}x {short.get(r.benchmark, r.benchmark)}",
                       "share_of_esat": r.r2dz_x, "share_of_csat": r.r2yz_dx, "estimate": r.estimate,
                       "ci_low": r.ci_low, "ci_high": r.ci_high})
     rv_row = adjusted_grid(f, [f.rv_q], [f.rv_q]).iloc[0]
-    srows.append({"scenario": "Confounder at the robustness value", "share_of_esat": f.rv_q, "share_of_csat": f.rv_q,
+    srows.append({"scenario": "At the robustness value", "share_of_esat": f.rv_q, "share_of_csat": f.rv_q,
                   "estimate": float(rv_row["estimate"]), "ci_low": float(rv_row["ci_low"]),
                   "ci_high": float(rv_row["ci_high"])})
     details["sensitivity"] = pd.DataFrame(srows).assign(unit=_SD_UNIT)
     if contours:
         details["contours"] = adjusted_grid(f)
-    notes.extend(n_ for n_ in f.notes if not n_.startswith("Standard errors are"))
+    # the estimator's notes name model terms; the reader gets the same facts in words
+    if tr is not None:
+        kmax, kaw = tr["kd_max"], tr["k_explain_away"]
+        notes.append(
+            f"Stable traits: {tr['r2dxj_x']:.0%} of the variation in last wave's eSat (after wave and site) is each "
+            f"agent's stable level, which the estimate already removes. A confounder that changes within agents can "
+            f"therefore be at most {kmax:.2f} times as strong as stable traits"
+            + (f"; one {kaw:.2f} times as strong would explain the estimate away." if np.isfinite(kaw) else "."))
+    if "site" in f.benchmarks:
+        notes.append("Site cannot confound this estimate, however strong: it does not change within an agent. Shocks "
+                     "that hit one site in one wave could; the wave effects remove only shocks common to all sites.")
     return rows, details
 
 
 def _sd_power(ws, head, rows, details, notes, *, n_sims, null_sims, employees, waves, effects, grid_effects,
-              compute, max_seconds, jobs, cache, seed, alpha) -> None:
+              compute, max_seconds, jobs, cache, seed, alpha, type1_halfwidth) -> None:
     """The power findings and tables of :func:`study_design`."""
     from importlib import import_module
 
@@ -1501,18 +1526,20 @@ def _sd_power(ws, head, rows, details, notes, *, n_sims, null_sims, employees, w
     kw = {k: v for k, v in dict(effects=effects, grid_effects=grid_effects).items() if v is not None}
     rep = pw.power_report(design, n_sims=n_sims, null_sims=null_sims, employees=employees, waves=waves,
                           alpha=alpha, seed=seed, jobs=jobs, cache=cache, compute=compute, max_seconds=max_seconds,
-                          **kw)
+                          type1_halfwidth=type1_halfwidth, **kw)
     notes.extend(rep.notes)
     cols = ["n_employees", "n_waves", "n_teams", "effect", "effect_observed", "power", "power_ci_low",
             "power_ci_high", "n_sims"]
-    if len(rep.own):
+    if len(rep.own) and (rep.own["n_sims"] > 0).any():
         own = rep.own[rep.own["n_sims"] > 0]
         details["power_own"] = own[cols].rename(columns={"power_ci_low": "ci_low", "power_ci_high": "ci_high"}) \
             .rename(columns={"power": "estimate"}).assign(unit="share")
-    if len(rep.grid):
+    if len(rep.grid) and (rep.grid["n_sims"] > 0).any():
         grid = rep.grid[rep.grid["n_sims"] > 0]
+        own_size = (grid["n_employees"] == design.n_employees) & (grid["n_waves"] == design.n_waves)
         details["power_grid"] = grid[cols].rename(columns={"power_ci_low": "ci_low", "power_ci_high": "ci_high",
-                                                           "power": "estimate"}).assign(unit="share")
+                                                           "power": "estimate"}).assign(unit="share",
+                                                                                        this_study=own_size.to_numpy())
     where = f"{design.n_employees} employees in {design.n_teams} teams, {design.n_waves} waves"
     t1 = rep.type_one
     if t1 is not None:
@@ -1523,7 +1550,8 @@ def _sd_power(ws, head, rows, details, notes, *, n_sims, null_sims, employees, w
             unit="share", n=int(t1["n_sims"]), method="simulated studies on the observed pipeline (Wilson interval "
             "of the simulation)", kind="descriptive",
             caveat="Rests on the simulator's assumptions (see the design table)."))
-    if head is not None and len(rep.own):
+    complete = len(rep.own) > 0 and bool((rep.own["n_sims"] > 0).all())
+    if head is not None and complete:
         est = float(head.table.iloc[0]["estimate"])
         at = rep.at_observed(est)
         if np.isfinite(at["power"]):
@@ -1536,9 +1564,9 @@ def _sd_power(ws, head, rows, details, notes, *, n_sims, null_sims, employees, w
                 "between latent effects (Wilson interval)", kind="descriptive", headline=True,
                 caveat=("The headline is larger than the largest simulated effect: this is a lower bound. "
                         if at["beyond"] else "") + "Rests on the simulator's assumptions (see the design table).",
-                sentence="With this design, an effect of the headline's size would be detected in about {value} of "
-                         "studies."))
-    det = rep.detectable(0.8)
+                sentence="With this design, an effect of the headline's size would be detected in "
+                         + ("at least {estimate}" if at["beyond"] else "about {value}") + " of studies."))
+    det = rep.detectable(0.8) if complete else {}
     if np.isfinite(det.get("effect_observed", np.nan)):
         rows.append(finding(
             "study_design.detectable", "Smallest effect detected in 80% of studies at this design",

@@ -404,7 +404,8 @@ def company_vs_linked(
 def power_curves(grid: pd.DataFrame, *, target: float = 0.8, alpha: float = 0.05, alt: str | None = None,
                  title: str | None = None, x: str = "n_units", power: str = "power",
                  ci: tuple[str, str] = ("power_ci_low", "power_ci_high"),
-                 effect_labels: Mapping[float, str] | None = None, mark: Mapping[str, Any] | None = None) -> Chart:
+                 effect_labels: Mapping[float, str] | None = None, observed: str | None = "effect_observed",
+                 unit: str = "CSAT points per eSat point", mark: str | None = "this_study") -> Chart:
     """Power by number of employees, one panel per number of waves, one line per effect size.
 
     ``grid`` is a power table: ``x`` (employees: ``n_units`` of
@@ -412,12 +413,15 @@ def power_curves(grid: pd.DataFrame, *, target: float = 0.8, alpha: float = 0.05
     :func:`cxex_lab.models.power.power`), ``n_waves``, ``effect``, ``power``
     in 0-1 and optional interval columns ``ci``. The dashed line is the
     ``target`` power, the dotted one the false-positive rate ``alpha`` expected
-    at effect 0. ``effect_labels`` names the lines (e.g. the effect in survey
-    units); ``mark`` (``{"n_employees": 400, "n_waves": 6, "label": "this study"}``)
-    rings one design.
+    at effect 0. ``effect_labels`` names the lines; without them, when the
+    table has an ``observed`` column (the mean observed slope of each cell),
+    a line reads "0.10 <unit> (latent 0.25)". Rows where the boolean column
+    ``mark`` is true (this study's design) are ringed.
     """
     _check_columns(grid, (x, "n_waves", "effect", power), "power_curves")
     labels = dict(effect_labels or {})
+    if not labels and observed and observed in grid.columns:
+        labels = {e: f"{g[observed].mean():.2f} {unit} (latent {e:g})" for e, g in grid.groupby("effect")}
     waves = sorted(grid["n_waves"].unique())
     effects = sorted(grid["effect"].unique())
     with style():
@@ -432,13 +436,19 @@ def power_curves(grid: pd.DataFrame, *, target: float = 0.8, alpha: float = 0.05
                     ax.fill_between(s[x], 100 * s[ci[0]], 100 * s[ci[1]], alpha=0.15)
             ax.axhline(100 * target, ls="--", color=COLORS["reference"], lw=1)
             ax.axhline(100 * alpha, ls=":", color=COLORS["reference"], lw=1)
-            if mark and int(mark.get("n_waves", -1)) == int(w) and x in mark:
-                ax.axvline(mark[x], color=COLORS["truth"], lw=1, alpha=0.6)
-                ax.annotate(str(mark.get("label", "")), (mark[x], 3), color=COLORS["truth"], fontsize=9,
-                            ha="left", xytext=(3, 0), textcoords="offset points")
+            if mark and mark in sub.columns and sub[mark].fillna(False).astype(bool).any():
+                m = sub[sub[mark].fillna(False).astype(bool)]
+                ax.plot(m[x], 100 * m[power], "o", mfc="none", mec=COLORS["truth"], ms=11, mew=1.5,
+                        label="this study's design")
             ax.set(title=f"{w} waves", xlabel="Employees in the study", ylim=(0, 100))
         axes[0].set_ylabel("Power (% of simulated studies detecting it)")
-        axes[-1].legend(loc="lower right")
+        handles, labs = [], []
+        for ax in axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labs:
+                    handles.append(h)
+                    labs.append(lab)
+        fig.legend(handles, labs, loc="outside lower center", ncol=min(3, len(labs)))
         if title:
             fig.suptitle(title, fontsize=STYLE["axes.titlesize"], fontweight="bold")
     best = grid.sort_values(power, ascending=False).iloc[0] if len(grid) else None
@@ -506,45 +516,70 @@ def sensitivity_contours(grid: pd.DataFrame, bounds: pd.DataFrame | None = None,
     (``r2dz_x``, ``r2yz_dx`` in 0-1, ``estimate``). The x axis is how much of
     the treatment's remaining variance a confounder explains, the y axis how
     much of the outcome's, both in %; contour lines are the adjusted estimate
-    in ``unit``, the red line where it reaches 0. ``bounds`` (``scenario``,
-    ``share_of_esat``, ``share_of_csat``) are drawn as labelled points (the
-    benchmark confounders); ``rv`` as a point on the diagonal.
+    in ``unit``, the red dashed line where it reaches 0. ``bounds``
+    (``scenario``, ``share_of_esat``, ``share_of_csat``: the benchmark
+    confounders) are drawn as labelled points; ``rv`` as a diamond on the
+    diagonal. The view spans the robustness value and the benchmark points
+    (up to the grid's extent).
     """
+    from matplotlib.ticker import MaxNLocator
+
     _check_columns(grid, ("r2dz_x", "r2yz_dx", estimate), "sensitivity_contours")
     xs = np.sort(grid["r2dz_x"].unique())
     ys = np.sort(grid["r2yz_dx"].unique())
     z = grid.pivot(index="r2yz_dx", columns="r2dz_x", values=estimate).reindex(index=ys, columns=xs).to_numpy()
+    pts = pd.DataFrame(columns=["scenario", "share_of_esat", "share_of_csat"])
+    if bounds is not None and len(bounds):
+        _check_columns(bounds, ("scenario", "share_of_esat", "share_of_csat"), "sensitivity_contours")
+        keep = ((bounds["share_of_esat"] > 0) | (bounds["share_of_csat"] > 0)) & \
+            ~bounds["scenario"].str.contains("robustness", case=False)
+        pts = bounds[keep & (bounds["share_of_esat"] <= xs.max()) & (bounds["share_of_csat"] <= ys.max())]
+    r = float(rv) if rv is not None and np.isfinite(rv) else 0.0
+    x_top = min(xs.max(), max(0.05, 2.5 * r, 1.15 * float(pts["share_of_esat"].max()) if len(pts) else 0))
+    y_top = min(ys.max(), max(0.05, 2.5 * r, 1.15 * float(pts["share_of_csat"].max()) if len(pts) else 0))
+    # contour only what is in view, so that every line's label lands inside the axes
+    sx, sy = xs <= x_top + 1e-12, ys <= y_top + 1e-12
+    xs, ys, z = xs[sx], ys[sy], z[np.ix_(sy, sx)]
+    levels = MaxNLocator(nbins=7).tick_values(np.nanmin(z), np.nanmax(z))
+    levels = [v for v in levels if abs(v) > 1e-9 * max(1.0, np.nanmax(np.abs(z)))]
     with style():
-        fig = _figure(figsize=(6.6, 5.2), layout="constrained")
+        fig = _figure(figsize=(7.2, 5.4), layout="constrained")
         ax = fig.subplots()
-        cs = ax.contour(100 * xs, 100 * ys, z, levels=10, colors=COLORS["reference"], linewidths=0.8)
+        cs = ax.contour(100 * xs, 100 * ys, z, levels=levels, colors=COLORS["reference"], linewidths=0.8,
+                        linestyles="solid")
         ax.clabel(cs, fontsize=8, fmt=lambda v: _fmt(v))
         if np.nanmin(z) < 0 < np.nanmax(z):
             ax.contour(100 * xs, 100 * ys, z, levels=[0.0], colors=COLORS["truth"], linewidths=1.8, linestyles="--")
-        ax.plot([0], [0], marker="^", color="black", ms=7, clip_on=False)
-        ax.annotate(f"no confounder: {_fmt(z[0, 0])}", (0, 0), xytext=(6, 6), textcoords="offset points", fontsize=9)
+        ax.plot([0], [0], marker="^", color="black", ms=8, clip_on=False, zorder=5)
+        ax.annotate(f"no confounder: {_fmt(z[0, 0])}", (0, 0), xytext=(8, 8), textcoords="offset points", fontsize=9)
         shown = []
-        if bounds is not None and len(bounds):
-            b = bounds[(bounds["share_of_esat"] > 0) | (bounds["share_of_csat"] > 0)]
-            b = b[(b["share_of_esat"] <= xs.max()) & (b["share_of_csat"] <= ys.max())]
-            for r in b.itertuples(index=False):
-                ax.plot(100 * r.share_of_esat, 100 * r.share_of_csat, "o", color=COLORS["EX"], ms=5)
-                ax.annotate(str(r.scenario).replace("Confounder ", ""), (100 * r.share_of_esat, 100 * r.share_of_csat),
-                            xytext=(5, 3), textcoords="offset points", fontsize=8, color=COLORS["EX"])
-                shown.append(str(r.scenario).replace("Confounder ", ""))
-        if rv is not None and np.isfinite(rv):
-            ax.plot(100 * rv, 100 * rv, "D", color=COLORS["truth"], ms=6)
-            ax.annotate(f"robustness value {100 * rv:.1f}%", (100 * rv, 100 * rv), xytext=(6, -10),
+        last_y = {}
+        for p in pts.sort_values("share_of_csat").itertuples(index=False):
+            px, py = 100 * p.share_of_esat, 100 * p.share_of_csat
+            ax.plot(px, py, "o", color=COLORS["EX"], ms=6, zorder=5, clip_on=False)
+            # labels of points on the same vertical (site: 0% of eSat) are spread so they do not overlap
+            dy = 3
+            key = round(px, 1)
+            if key in last_y and py - last_y[key] < 0.045 * 100 * y_top:
+                dy = 3 + 10
+            last_y[key] = py
+            ax.annotate(str(p.scenario), (px, py), xytext=(7, dy), textcoords="offset points", fontsize=8.5,
+                        color=COLORS["EX"])
+            shown.append(str(p.scenario))
+        if r > 0:
+            ax.plot(100 * r, 100 * r, "D", color=COLORS["truth"], ms=7, zorder=6)
+            ax.annotate(f"robustness value {100 * r:.1f}%", (100 * r, 100 * r), xytext=(8, -4),
                         textcoords="offset points", fontsize=9, color=COLORS["truth"])
         ax.set(xlabel=f"Confounder's share of {treatment}'s remaining variance (%)",
                ylabel=f"Confounder's share of {outcome}'s remaining variance (%)",
-               xlim=(0, 100 * xs.max()), ylim=(0, 100 * ys.max()))
+               xlim=(0, 100 * x_top), ylim=(0, 100 * y_top))
         ax.set_title(title or f"Estimate after a hypothetical confounder ({unit})")
     text = alt or (f"Contour plot of the estimate ({unit}) after adjusting for a hypothetical confounder, by the share "
-                   f"of {treatment}'s and of {outcome}'s remaining variance it explains (0 to {100 * xs.max():.0f}%). "
-                   f"Without a confounder the estimate is {_fmt(z[0, 0])}; the red dashed line marks where it reaches 0"
-                   + (f"; the robustness value is {100 * rv:.1f}%" if rv is not None and np.isfinite(rv) else "")
-                   + (f"; benchmark points: {', '.join(shown)}." if shown else "."))
+                   f"of {treatment}'s remaining variance it explains (0 to {100 * x_top:.0f}%) and of {outcome}'s "
+                   f"(0 to {100 * y_top:.0f}%). Without a confounder the estimate is {_fmt(z[0, 0])}; the red dashed "
+                   "line marks where it reaches 0"
+                   + (f"; the robustness value is {100 * r:.1f}%" if r > 0 else "")
+                   + (f"; benchmark confounders drawn: {', '.join(shown)}." if shown else "."))
     return Chart(fig, text)
 
 

@@ -97,6 +97,7 @@ __all__ = [
     "show_table",
     "figure_html",
     "show_figure",
+    "show_plot",
     "show_truth",
     "study_sentences",
     "emit_study",
@@ -727,8 +728,18 @@ def table_html(df: pd.DataFrame, *, title: str | None = None, note: str | None =
     return f'<div class="cxex-table" style="max-width:100%;overflow-x:auto">{"".join(html_parts)}</div>'
 
 
-def show_table(df: pd.DataFrame, *, title: str | None = None, note: str | None = None, **fmt: Any) -> None:
-    """Display a table for reading (see :func:`table_html` and :func:`format_table`)."""
+def show_table(df: pd.DataFrame | None, *, title: str | None = None, note: str | None = None, **fmt: Any) -> None:
+    """Display a table for reading (see :func:`table_html` and :func:`format_table`).
+
+    ``None`` (a table the study could not support, e.g. ``findings.details.get(...)``)
+    shows nothing: the report's notes say why it is missing. An empty table shows
+    its title and "No rows."
+    """
+    if df is None:
+        return
+    if len(df) == 0:
+        _display_html(f'<p style="{_FONT}"><strong>{html.escape(title or "")}</strong> No rows.</p>', "No rows.")
+        return
     t = format_table(df, **fmt)
     _display_html(table_html(df, title=title, note=note, **fmt), t.to_string(index=False))
 
@@ -765,6 +776,17 @@ def show_figure(fig: Any, alt: str | None = None, caption: str | None = None) ->
         plt.close(figure)
     except Exception:  # noqa: BLE001 - closing is a courtesy
         pass
+
+
+def show_plot(plot: Any, data: pd.DataFrame | None, /, *args: Any, caption: str | None = None, **kwargs: Any) -> None:
+    """Draw ``plot(data, *args, **kwargs)`` (a :mod:`cxex_lab.plots` function) and show it with its alt text.
+
+    ``None`` or an empty table shows nothing (a table the study could not
+    support: the report's notes say why), so a notebook needs no ``if``.
+    """
+    if data is None or len(data) == 0:
+        return
+    show_figure(plot(data, *args, **kwargs), caption=caption)
 
 
 # --------------------------------------------------------------------------- truth check, study facts

@@ -101,6 +101,7 @@ __all__ = [
     "power",
     "type_one",
     "power_report",
+    "power_at_truth",
     "seconds_needed",
     "riclpm_power",
     "default_cache_dir",
@@ -334,12 +335,12 @@ class Design:
             if k in measured or k in ("n_employees", "n_sites", "n_waves") and measured:
                 src = "this study"
             elif k in SAME_WAVE_PATHS:
-                src = "assumed; scaled with the effect"
+                src = "assumed, scaled with the effect"
             elif k in self.params:
                 src = "assumed (set)"
             else:
-                src = "assumed (simulator default)"
-            out.append({"parameter": k, "meaning": _PARAM_HELP.get(k, ""), "value": str(v), "source": src})
+                src = "assumed (default)"
+            out.append({"parameter": k, "meaning": _PARAM_HELP.get(k, k), "value": str(v), "source": src})
         return pd.DataFrame(out)
 
     # ---------------------------------------------------------------- constructors
@@ -956,6 +957,29 @@ def type_one(design: Design | None = None, *, n_sims: int = 500, halfwidth: floa
         n = min(max_sims, max(need, n + 50))
 
 
+def power_at_truth(truth: Mapping[str, Any], *, n_sims: int = 200, alpha: float = 0.05, seed: int = 0,
+                   jobs: int | None = None, cache: bool | str | Path = True,
+                   progress: Callable[[int, int], None] | None = None) -> pd.Series:
+    """Simulated power of the headline test for a simulated study's own design and true effect.
+
+    What the replicate-study harness compares with the headline's rejection rate
+    across replicate studies of the sample (``benchmarks/coverage.py``: site
+    effects fixed, everything else redrawn): :func:`power` at
+    ``Design.from_truth(truth)`` and the study's latent ``ex_to_cx``.
+
+    Returns
+    -------
+    Series
+        The :func:`power` row: ``power`` with its 95% Wilson interval
+        ``power_ci_low, power_ci_high`` (Monte Carlo), ``effect_observed`` (the
+        mean headline estimate), ``n_sims``.
+    """
+    design = Design.from_truth(truth, fixed_sites=True)
+    effect = float(dict(truth.get("params", {})).get("ex_to_cx", DEFAULT_PARAMS["ex_to_cx"]))
+    return power(design, effect=effect, n_sims=n_sims, alpha=alpha, seed=seed, jobs=jobs, cache=cache,
+                 progress=progress).iloc[0]
+
+
 # =========================================================================== what a report needs
 @dataclass
 class PowerReport:
@@ -987,41 +1011,63 @@ class PowerReport:
     seconds_needed: float = 0.0
     notes: list[str] = field(default_factory=list)
 
-    def at_observed(self, slope: float) -> dict[str, float]:
-        """Power at the design to detect an effect whose observed slope is ``slope`` (interpolated).
+    def mapping(self) -> tuple[float, float]:
+        """``(a, b)``: the observed slope a latent effect produces, ``a + b * effect``.
 
-        Linear interpolation of power (and of its interval) in the mean
-        observed slope across the sweep's effects; the sign is ignored (the
-        test is two-sided). Returns ``power, power_ci_low, power_ci_high,
-        effect`` (the latent effect giving that slope) and ``beyond`` (True
-        when the slope is larger than the sweep's largest: the power of the
-        largest is a lower bound).
+        Least squares of the cells' mean headline estimates on their latent
+        effects (weighted by their simulations): the mean is linear in the
+        effect, and the fit smooths the Monte Carlo noise of each cell.
         """
+        if self.own.empty:
+            return math.nan, math.nan
+        own = self.own[self.own["n_sims"] > 0]
+        if own["effect"].nunique() < 2:
+            return math.nan, math.nan
+        w = own["n_sims"].to_numpy(float)
+        x, y = own["effect"].to_numpy(float), own["effect_observed"].to_numpy(float)
+        xm, ym = np.average(x, weights=w), np.average(y, weights=w)
+        b = float(np.sum(w * (x - xm) * (y - ym)) / np.sum(w * (x - xm) ** 2))
+        return float(ym - b * xm), b
+
+    def at_observed(self, slope: float) -> dict[str, float]:
+        """Power at the design to detect an effect whose mean observed slope is ``slope``.
+
+        The latent effect giving that slope (:meth:`mapping`, sign ignored: the
+        test is two-sided), then power and its interval interpolated linearly
+        between the sweep's latent effects. Returns ``power, power_ci_low,
+        power_ci_high, effect`` (latent) and ``beyond`` (True when the effect
+        is larger than the sweep's largest: its power is then a lower bound).
+        """
+        nan = {"power": np.nan, "power_ci_low": np.nan, "power_ci_high": np.nan, "effect": np.nan, "beyond": False}
+        if self.own.empty:
+            return nan
         own = self.own[self.own["n_sims"] > 0].sort_values("effect")
-        if len(own) < 2 or not np.isfinite(slope):
-            return {"power": np.nan, "power_ci_low": np.nan, "power_ci_high": np.nan, "effect": np.nan,
-                    "beyond": False}
-        x = own["effect_observed"].to_numpy(float)
-        s = abs(float(slope))
-        beyond = s > x.max()
-        out = {c: float(np.interp(s, x, own[c].to_numpy(float))) for c in ("power", "power_ci_low", "power_ci_high",
-                                                                            "effect")}
-        out["beyond"] = bool(beyond)
+        a, b = self.mapping()
+        if len(own) < 2 or not np.isfinite(slope) or not np.isfinite(b) or b <= 0:
+            return nan
+        latent = max(0.0, (abs(float(slope)) - a) / b)
+        x = own["effect"].to_numpy(float)
+        out = {c: float(np.interp(latent, x, own[c].to_numpy(float))) for c in ("power", "power_ci_low",
+                                                                                "power_ci_high")}
+        out["effect"] = latent
+        out["beyond"] = bool(latent > x.max())
         return out
 
     def detectable(self, target: float = 0.8) -> dict[str, float]:
-        """The smallest sweep effect detected with power ``target`` (interpolated): latent and observed."""
+        """The smallest effect detected with power ``target``: latent (interpolated) and observed (:meth:`mapping`)."""
+        if self.own.empty:
+            return {"effect": np.nan, "effect_observed": np.nan, "at_most": False}
         own = self.own[(self.own["n_sims"] > 0) & (self.own["effect"] > 0)].sort_values("effect")
         pw = own["power"].to_numpy(float)
-        if len(own) < 1 or not (pw >= target).any():
-            return {"effect": np.nan, "effect_observed": np.nan}
+        a, b = self.mapping()
+        if len(own) < 1 or not (pw >= target).any() or not np.isfinite(b):
+            return {"effect": np.nan, "effect_observed": np.nan, "at_most": False}
         i = int(np.argmax(pw >= target))
         if i == 0:
-            return {"effect": float(own["effect"].iloc[0]), "effect_observed": float(own["effect_observed"].iloc[0]),
-                    "at_most": True}
+            e = float(own["effect"].iloc[0])
+            return {"effect": e, "effect_observed": a + b * e, "at_most": True}
         e = float(np.interp(target, pw[i - 1:i + 1], own["effect"].to_numpy(float)[i - 1:i + 1]))
-        o = float(np.interp(target, pw[i - 1:i + 1], own["effect_observed"].to_numpy(float)[i - 1:i + 1]))
-        return {"effect": e, "effect_observed": o, "at_most": False}
+        return {"effect": e, "effect_observed": a + b * e, "at_most": False}
 
 
 def _grid_sizes(design: Design, employees: Sequence[int] | None, waves: Sequence[int] | None) -> tuple[list, list]:
@@ -1041,12 +1087,12 @@ def power_report(design: Design, *, n_sims: int = 200, null_sims: int = 500, eff
                  grid_effects: Sequence[float] = GRID_EFFECTS, employees: Sequence[int] | None = None,
                  waves: Sequence[int] | None = None, alpha: float = 0.05, seed: int = 0, jobs: int | None = None,
                  cache: bool | str | Path = True, compute: bool = True, max_seconds: float | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> PowerReport:
+                 type1_halfwidth: float = 0.02, progress: Callable[[int, int], None] | None = None) -> PowerReport:
     """Everything report 08 shows about power, read from the cache and computed where missing.
 
     * the **effect sweep** at the study's own design (``effects``, ``n_sims``
-      each; effect 0 with at least ``null_sims`` and enough for a ±2-point
-      type-I interval);
+      each; effect 0 with at least ``null_sims`` and enough for a type-I
+      interval within ±``type1_halfwidth``, 2 points by default);
     * the **planning grid**: employees (default 0.25x, 0.5x, 1x, 2x the
       study's, same team size) x waves (3, 4, 6 and the study's) x
       ``grid_effects``, ``n_sims`` each.
@@ -1079,7 +1125,7 @@ def power_report(design: Design, *, n_sims: int = 200, null_sims: int = 500, eff
     run = compute and n_missing > 0 and (max_seconds is None or secs <= max_seconds)
     if run:
         if own_ok:
-            type_one(design, n_sims=null_sims, progress=progress, **kw)
+            type_one(design, n_sims=null_sims, halfwidth=type1_halfwidth, progress=progress, **kw)
             own = power(design, effect=effects, n_sims=n_sims, progress=progress, **kw)
         if ws:
             grid = power(design, n_employees=emps, n_waves=ws, effect=list(grid_effects), n_sims=n_sims,
@@ -1092,7 +1138,7 @@ def power_report(design: Design, *, n_sims: int = 200, null_sims: int = 500, eff
             "run of this report reads them.")
     t1 = None
     if own_ok:
-        t1 = type_one(design, n_sims=null_sims, compute=False, **kw)
+        t1 = type_one(design, n_sims=null_sims, halfwidth=type1_halfwidth, compute=False, **kw)
         if t1["n_sims"] == 0:
             t1 = None
     else:
