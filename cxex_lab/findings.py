@@ -1391,7 +1391,8 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
                    "the customer mix) are not removed; the sensitivity analysis says how strong they would have to be.",
             sentence="An agent whose eSat was one point above their own usual level {link} customers' CSAT "
                      "about {abs_value} points {sign:higher|lower} in the next wave period."))
-        notes.extend(_notes(head.fit))
+        notes.extend(n_.replace("(team_id)", "(teams)").replace("(employee_id)", "(employees)")
+                     for n_ in _notes(head.fit))
         used = head.fit
         details["headline_data"] = pd.DataFrame([
             {"what": "employee-waves with CSAT and the previous wave's eSat", "value": int(used.n_obs)},

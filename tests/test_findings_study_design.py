@@ -53,7 +53,7 @@ def test_keys_kinds_units_and_no_nan(small):
     assert s.iloc[0]["estimate"] == pytest.approx(h["estimate"]) and s.iloc[0]["ci_low"] == pytest.approx(h["ci_low"])
     site = s[s["scenario"].str.contains("site")]
     assert len(site) >= 3 and np.allclose(site["estimate"], h["estimate"])
-    rv = s[s["scenario"] == "Confounder at the robustness value"].iloc[0]
+    rv = s[s["scenario"] == "At the robustness value"].iloc[0]
     assert rv["estimate"] == pytest.approx(0, abs=1e-10)
     assert set(F.details["benchmarks"]["benchmark"]) == {"Stable traits (the employee's mean eSat)", "Site"}
     assert not F.details["benchmarks"].isna().any().any()

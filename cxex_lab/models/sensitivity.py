@@ -743,12 +743,18 @@ def _mundlak_design(
         for s in levels[1:]:
             des[f"{site}[{s}]"] = (used[site].astype(str) == s).astype(float).to_numpy()
             site_cols.append(f"{site}[{s}]")
-    # drop columns that are linear combinations of the earlier ones (e.g. shares in a balanced panel)
+    # drop columns that are linear combinations of the earlier ones (e.g. shares in a balanced panel):
+    # Gram-Schmidt, one pass (a column is kept when its residual on the kept ones is not ~0)
     keep: list[str] = []
+    basis = np.empty((len(des), 0))
     for c in des.columns:
-        trial = des[keep + [c]].to_numpy()
-        if np.linalg.matrix_rank(trial) == len(keep) + 1:
+        v = des[c].to_numpy(float)
+        r = v - basis @ (basis.T @ v)
+        r = r - basis @ (basis.T @ r)  # re-orthogonalise once (numerical stability)
+        norm, scale = float(np.linalg.norm(r)), float(np.linalg.norm(v))
+        if scale > 0 and norm > 1e-9 * scale:
             keep.append(c)
+            basis = np.column_stack([basis, r / norm])
         elif c in (xcol, xbar_name):
             raise ValueError(
                 f"sensitivity_within: {c!r} is collinear with the period and site indicators; the "
