@@ -1,4 +1,4 @@
-"""Command-line interface: ``cxex-lab simulate | init | validate | prepare | run``."""
+"""Command-line interface: ``cxex-lab simulate | init | validate | prepare | power | run``."""
 
 from __future__ import annotations
 
@@ -253,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--force", action="store_true", help="rebuild even if an up-to-date workspace exists")
     prep.add_argument("-v", "--verbose", action="store_true", help="print each step's time")
     prep.set_defaults(func=_cmd_prepare)
+
+    from cxex_lab.models.power import register_cli as _register_power  # cxex-lab power (report 08)
+
+    _register_power(sub)
 
     try:
         from cxex_lab import runner

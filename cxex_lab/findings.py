@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -2714,7 +2714,383 @@ def _vc_latent_check(ws, gap_bins, alpha, realised, gap_truth, within_truth, mea
 
 
 # =========================================================================== 08 study design
-# (findings.study_design: written on track `reports-c`)
+def headline_effect(panel: pd.DataFrame, *, ex: str = "esat", cx: str = "csat", alpha: float = 0.05,
+                    cluster: str | None = None):
+    """The within-employee headline (:data:`HEADLINE`) fitted on an employee x wave panel.
+
+    :func:`cxex_lab.models.within_effects` with the unit, period, lag and
+    cluster of :data:`HEADLINE`: two-way fixed effects (employee, wave) of the
+    mean ``cx`` of wave period w on the ``ex`` answered at wave w-1, standard
+    errors clustered by team (t with G-1 df). As in :func:`direction`, a panel
+    with fewer than 2 teams clusters by employee instead (``fit.cluster`` says
+    which). Reports 06 and 08 and the power simulation
+    (:mod:`cxex_lab.models.power`) fit the same model, so they quote the same
+    numbers.
+
+    Returns
+    -------
+    Result
+        As :func:`~cxex_lab.models.within_effects` (one row, term ``"esat->csat"``).
+
+    Raises
+    ------
+    ValueError
+        When the panel cannot support it (fewer than 3 waves, no lagged pairs);
+        the message says why.
+    """
+    from cxex_lab.models import within_effects
+
+    h = HEADLINE
+    cluster = cluster or h["cluster"]
+    if cluster != h["unit"] and (cluster not in panel.columns or panel[cluster].nunique() < 2):
+        cluster = h["unit"]
+    return within_effects(panel, unit=h["unit"], period=h["period"], y=cx, x=ex, lags=h["lags"], alpha=alpha,
+                          cluster=cluster)
+
+
+_SD_UNIT = "CSAT points (1-5) per eSat point (1-5)"
+_SD_METHOD = ("two-way fixed effects (employee, wave), eSat of wave w-1 -> mean CSAT of period w; "
+              "SEs clustered by team (t, {g} clusters)")
+
+
+def _sd_cannot(exc: Exception) -> str:
+    """Why the headline cannot be estimated, in words, from the estimator's message."""
+    msg = str(exc)
+    if "distinct periods" in msg or "need at least 3" in msg:
+        return ("The within-employee headline is not estimated: it compares each employee's CSAT in a wave period "
+                "with their eSat one wave earlier, removing each employee's own average and each wave's common "
+                "shift. With fewer than 3 waves every employee has at most one such pair, and once their own "
+                "average is removed nothing is left to compare: it needs 3 or more EX waves "
+                f"(estimator: {msg})")
+    if "cluster" in msg:
+        return ("The within-employee headline is not estimated: its interval clusters employees by team and the "
+                f"usable rows fall into fewer than 2 teams ({msg})")
+    return f"The within-employee headline is not estimated: {msg}"
+
+
+def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed: int = 0, alpha: float = 0.05,
+                 q: float = 1.0, kd: Sequence[float] = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0), power: bool = True,
+                 n_sims: int = 200, null_sims: int = 500, employees: Sequence[int] | None = None,
+                 waves: Sequence[int] | None = None, effects: Sequence[float] | None = None,
+                 grid_effects: Sequence[float] | None = None, compute: bool = True, max_seconds: float | None = None,
+                 jobs: int | None = None, cache: Any = True, contours: bool = True,
+                 type1_halfwidth: float = 0.02) -> Findings:
+    """Findings of report 08: how sure can we be, and how big must the next study be?
+
+    Parameters
+    ----------
+    ws : Workspace, Study or path
+    segment : str
+        A site id or ``"all"``.
+    min_group_size : int
+        Confidentiality minimum (checked; no group table is shown).
+    seed : int
+        Base seed of the power simulations.
+    alpha : float
+        1 - confidence level, and the level of the headline test.
+    q : float
+        Share of the estimate a confounder should explain away (1 = all of it).
+    kd : sequence of float
+        Benchmark multipliers: confounders ``k`` times as strong as stable
+        traits and as site. Multipliers a benchmark cannot reach are left out
+        with a note.
+    power : bool
+        Also the power findings (False for replicate studies: the harness
+        checks power differently, see Notes).
+    n_sims, null_sims : int
+        Simulated studies per power cell, and at least this many without an
+        effect for the type-I rate (more until its interval is within
+        ±``type1_halfwidth``, 2 points by default).
+    employees, waves, effects, grid_effects : sequence, optional
+        The planning grid's employees and waves, the latent effects of the
+        sweep at the study's own design and of the planning grid (defaults in
+        :mod:`cxex_lab.models.power`).
+    compute : bool
+        Simulate what is not cached (False: only read the cache).
+    max_seconds : float, optional
+        Simulate only when the missing studies would take at most this long
+        (estimated); otherwise a note says how long and which command computes
+        them.
+    jobs : int, optional
+        Worker processes of the simulation (default: all cores).
+    cache : bool or path
+        The power cache (see :func:`cxex_lab.models.power.power`).
+    contours : bool
+        Also the sensitivity contour grid (``details["contours"]``).
+
+    Returns
+    -------
+    Findings
+        Keys:
+
+        * ``study_design.headline`` (effect): the within-employee headline
+          (:func:`headline_effect`), the number report 06 quotes;
+        * ``study_design.partial_r2``, ``.rv``, ``.rv_alpha`` (descriptive):
+          how much of CSAT's remaining variance last wave's eSat explains, and
+          the robustness values (Cinelli & Hazlett 2020) of the estimate and of
+          its interval, with the headline's team-clustered SE;
+        * ``study_design.stable_traits.share``, ``.stable_traits.k_explain_away``
+          (descriptive): the stable-traits benchmark;
+        * with ``power``: ``study_design.power.headline`` (power at the study's
+          design to detect an effect of the headline's size),
+          ``study_design.type1`` (the test's false-positive rate without any
+          EX -> CX effect, ±2 points), ``study_design.detectable`` (the
+          smallest effect detected 80% of the time, CSAT points per eSat point).
+
+        ``details``: ``sensitivity`` (the estimate under confounders k x as
+        strong as each benchmark), ``benchmarks``, ``contours``,
+        ``power_own`` (the effect sweep at the study's design), ``power_grid``
+        (planning), ``design`` (the parameters the power rests on, with their
+        source) and ``headline_data`` (rows, employees, teams and waves behind
+        the headline).
+
+    Notes
+    -----
+    The sensitivity runs on the headline itself:
+    :func:`cxex_lab.models.sensitivity_within` (the Mundlak form of the same
+    two-way fixed-effects regression, whose coefficient is the headline
+    estimate exactly) with ``cluster="team_id"``, so the robustness value of the
+    interval belongs to the headline's own team-clustered interval (the SEs are
+    equal; checked here and in the tests).
+
+    For the replicate-study harness (``power=False``), power is checked by the
+    headline test's rejection rate across the replicates, compared with
+    :func:`cxex_lab.models.power.power` at the sample's design and latent
+    effect (``Design.from_truth``).
+    """
+    from cxex_lab.models import sensitivity_within
+    from cxex_lab.models.sensitivity import adjusted_grid
+    from cxex_lab.privacy import check_min_group_size
+    from cxex_lab.results import quietly
+
+    check_min_group_size(min_group_size)
+    ws = _workspace(ws, segment)
+    rows: list[dict] = []
+    details: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
+
+    panel = None
+    try:
+        panel = employee_wave_panel(ws)
+    except ValueError as exc:
+        notes.append(f"The employee x wave panel could not be built, so neither the headline nor its sensitivity "
+                     f"is estimated: {exc}")
+    n_sites = int(ws.employees["site_id"].nunique()) if "site_id" in ws.employees.columns else 0
+    head = sens = None
+    if panel is not None:
+        if panel["csat"].notna().sum() == 0:
+            notes.append("There are no customer (CX) answers linked to employee-waves, so the EX -> CX headline and "
+                         "its sensitivity cannot be estimated; the power section still shows what a study with CX "
+                         "answers would need.")
+        else:
+            try:
+                with quietly():
+                    head = headline_effect(panel, alpha=alpha)
+            except ValueError as exc:
+                notes.append(_sd_cannot(exc))
+    if head is not None:
+        t = head.table.iloc[0]
+        g = head.fit.n_clusters
+        if head.fit.cluster != HEADLINE["cluster"]:
+            notes.append("Fewer than 2 teams: the headline's interval is clustered by employee instead of team "
+                         "(as in report 06).")
+        rows.append(finding(
+            "study_design.headline", "EX -> next wave's CX, within employees",
+            "Change in the mean CSAT of an agent's customers in a wave period when the agent's eSat one wave "
+            "earlier was one point above the agent's own average (two-way fixed effects: stable differences "
+            "between agents and shifts common to a wave removed)",
+            t["estimate"], t["ci_low"], t["ci_high"], unit=_SD_UNIT, n=int(t["n"]), n_clusters=g,
+            method=_SD_METHOD.format(g=g).replace("by team", f"by {head.fit.cluster.replace('_id', '')}"),
+            kind="effect", headline=True,
+            caveat="Time-varying influences that move both eSat and the next CSAT (a new team leader, a change in "
+                   "the customer mix) are not removed; the sensitivity analysis says how strong they would have to be.",
+            sentence="An agent whose eSat was one point above their own usual level {link} customers' CSAT "
+                     "about {abs_value} points {sign:higher|lower} in the next wave period."))
+        notes.extend(n_.replace("(team_id)", "(teams)").replace("(employee_id)", "(employees)")
+                     for n_ in _notes(head.fit))
+        used = head.fit
+        details["headline_data"] = pd.DataFrame([
+            {"what": "employee-waves with CSAT and the previous wave's eSat", "value": int(used.n_obs)},
+            {"what": "employees", "value": int(used.n_units)},
+            {"what": f"{head.fit.cluster.replace('_id', '')}s (the clusters of the interval)", "value": int(g)},
+            {"what": "wave periods with a previous wave", "value": int(used.n_periods)},
+            {"what": "employee-waves without a usable pair (no answer, no lag)", "value": int(used.n_dropped)},
+        ])
+        if n_sites < 2:
+            notes.append("Only one site: the site benchmark of the sensitivity analysis needs two or more sites, so "
+                         "it is left out (a stable site difference cannot bias a within-employee estimate anyway).")
+        try:
+            with quietly():
+                sens = sensitivity_within(panel, y="csat", x="esat", unit=HEADLINE["unit"], period=HEADLINE["period"],
+                                          site="site_id" if n_sites >= 2 else None, lag=HEADLINE["lags"], alpha=alpha,
+                                          q=q, kd=tuple(kd), cluster=head.fit.cluster)
+        except ValueError as exc:
+            notes.append(f"The sensitivity analysis could not be run: {exc}")
+    if sens is not None:
+        rows, details = _sd_sensitivity(sens, head, rows, details, notes, alpha, q, contours, adjusted_grid)
+
+    if power:
+        _sd_power(ws, head, rows, details, notes, n_sims=n_sims, null_sims=null_sims, employees=employees,
+                  waves=waves, effects=effects, grid_effects=grid_effects, compute=compute, max_seconds=max_seconds,
+                  jobs=jobs, cache=cache, seed=seed, alpha=alpha, type1_halfwidth=type1_halfwidth)
+    return _finish("study_design", ws, rows, details, notes)
+
+
+def _sd_sensitivity(sens, head, rows, details, notes, alpha, q, contours, adjusted_grid):
+    """The sensitivity findings and tables of :func:`study_design`."""
+    f = sens.fit
+    t = head.table.iloc[0]
+    if abs(f.estimate - float(t["estimate"])) > 1e-8 * max(1.0, abs(f.estimate)) or \
+            abs(f.se - float(t["se"])) > 1e-6 * max(1e-12, float(t["se"])):
+        notes.append(f"Internal check: the sensitivity model's estimate {f.estimate:.6f} (SE {f.se:.6f}) differs "
+                     f"from the headline's {float(t['estimate']):.6f} (SE {float(t['se']):.6f}).")
+    n, g = int(f.n_obs), int(f.n_clusters)
+    what = "share of the variance of CSAT and of last wave's eSat left after the model"
+    rows.append(finding(
+        "study_design.partial_r2", "How much of CSAT's remaining variance last wave's eSat explains",
+        "Partial R² of last wave's eSat with CSAT, given stable traits, wave and site (Mundlak form of the headline)",
+        f.partial_r2, unit="share", n=n, n_clusters=g, method="Cinelli-Hazlett (2020), Mundlak regression",
+        kind="descriptive"))
+    pct = "to explain the estimate away" if q == 1 else f"to remove {q:.0%} of the estimate"
+    rows.append(finding(
+        "study_design.rv", "Robustness value of the estimate",
+        f"Strength (partial R² with both eSat and CSAT) an unobserved confounder needs {pct}",
+        f.rv_q, unit="share", n=n, n_clusters=g, method="Cinelli-Hazlett (2020) robustness value RV_q",
+        kind="descriptive", headline=True,
+        sentence="An unmeasured time-varying influence would have to explain {value} of the remaining variance of "
+                 "both eSat and CSAT to explain the estimate away (robustness value)."))
+    rows.append(finding(
+        "study_design.rv_alpha", f"Robustness value of the {100 * (1 - alpha):.0f}% interval",
+        f"Strength (partial R² with both) an unobserved confounder needs for the {100 * (1 - alpha):.0f}% interval "
+        "to include zero, with the headline's team-clustered standard error",
+        f.rv_qa, unit="share", n=n, n_clusters=g,
+        method=f"Cinelli-Hazlett (2020) RV_q,alpha; SE clustered by team as the headline (t, {g - 1} df)",
+        kind="descriptive"))
+    tr = f.benchmarks.get("stable traits")
+    bench_rows = []
+    if tr is not None:
+        rows.append(finding(
+            "study_design.stable_traits.share", "Share of last wave's eSat that is stable between employees",
+            "Partial R² of the employee's mean eSat with last wave's eSat, given wave and site: how much of the "
+            "variation of eSat is a stable trait of the person", tr["r2dxj_x"], unit="share", n=n, n_clusters=g,
+            method="Mundlak regression (the stable-traits benchmark)", kind="descriptive"))
+        k = tr["k_explain_away"]
+        if np.isfinite(k):
+            rows.append(finding(
+                "study_design.stable_traits.k_explain_away",
+                "Strength, relative to stable traits, of a time-varying confounder that explains the estimate away",
+                "Multiple k of the stable-traits benchmark (k times its partial R² with eSat, up to k times with "
+                "CSAT) at which a confounder orthogonal to stable traits removes the estimate",
+                k, unit="times the strength of stable traits", n=n, n_clusters=g,
+                method="Cinelli-Hazlett (2020) benchmark bounds", kind="descriptive",
+                sentence="A time-varying confounder {estimate} times as strong as the employees' stable traits "
+                         "would explain the estimate away."))
+    labels = {"stable traits": "Stable traits (the employee's mean eSat)", "site": "Site"}
+    for name, b in f.benchmarks.items():
+        kmax, kaw = b["kd_max"], b["k_explain_away"]
+        bench_rows.append({
+            "benchmark": labels.get(name, name),
+            "share_of_esat": b["r2dxj_x"], "share_of_csat": b["r2yxj_dx"],
+            "strongest_possible": "no limit" if not np.isfinite(kmax) else f"{kmax:.2f}x",
+            "explains_estimate_away_at": "never" if not np.isfinite(kaw) else f"{kaw:.2f}x",
+        })
+    details["benchmarks"] = pd.DataFrame(bench_rows)
+    tab = sens.table
+    short = {"stable traits": "stable traits", "site": "site"}
+    srows = [{"scenario": "No confounder (the headline)", "share_of_esat": 0.0, "share_of_csat": 0.0,
+              "estimate": f.estimate, "ci_low": float(tab.iloc[0]["ci_low"]), "ci_high": float(tab.iloc[0]["ci_high"])}]
+    for r in tab.iloc[1:].itertuples(index=False):
+        if f.benchmarks[r.benchmark]["r2dxj_x"] == 0 and r.kd < 1:
+            continue  # a benchmark that cannot move the estimate (site): its multiples from 1x make the point
+        srows.append({"scenario": f"{r.kd:g}x {short.get(r.benchmark, r.benchmark)}",
+                      "share_of_esat": r.r2dz_x, "share_of_csat": r.r2yz_dx, "estimate": r.estimate,
+                      "ci_low": r.ci_low, "ci_high": r.ci_high})
+    rv_row = adjusted_grid(f, [f.rv_q], [f.rv_q]).iloc[0]
+    srows.append({"scenario": "At the robustness value", "share_of_esat": f.rv_q, "share_of_csat": f.rv_q,
+                  "estimate": float(rv_row["estimate"]), "ci_low": float(rv_row["ci_low"]),
+                  "ci_high": float(rv_row["ci_high"])})
+    details["sensitivity"] = pd.DataFrame(srows).assign(unit=_SD_UNIT)
+    if contours:
+        details["contours"] = adjusted_grid(f)
+    # the estimator's notes name model terms; the reader gets the same facts in words
+    if tr is not None:
+        kmax, kaw = tr["kd_max"], tr["k_explain_away"]
+        notes.append(
+            f"Stable traits: {tr['r2dxj_x']:.0%} of the variation in last wave's eSat (after wave and site) is each "
+            f"agent's stable level, which the estimate already removes. A confounder that changes within agents can "
+            f"therefore be at most {kmax:.2f} times as strong as stable traits"
+            + (f"; one {kaw:.2f} times as strong would explain the estimate away." if np.isfinite(kaw) else "."))
+    if "site" in f.benchmarks:
+        notes.append("Site cannot confound this estimate, however strong: it does not change within an agent. Shocks "
+                     "that hit one site in one wave could; the wave effects remove only shocks common to all sites.")
+    return rows, details
+
+
+def _sd_power(ws, head, rows, details, notes, *, n_sims, null_sims, employees, waves, effects, grid_effects,
+              compute, max_seconds, jobs, cache, seed, alpha, type1_halfwidth) -> None:
+    """The power findings and tables of :func:`study_design`."""
+    from importlib import import_module
+
+    pw = import_module("cxex_lab.models.power")  # the module (cxex_lab.models.power is also a function's name)
+
+    design, facts = pw.design_of(ws)
+    details["design"] = design.table(facts["measured"])
+    if not facts["cx_response_rate"] or not np.isfinite(facts["cx_response_rate"]) or facts["cx_response_rate"] <= 0:
+        notes.append("No CX answers: power is not simulated for this design (a study needs customer answers to "
+                     "detect an EX -> CX effect).")
+        return
+    kw = {k: v for k, v in dict(effects=effects, grid_effects=grid_effects).items() if v is not None}
+    rep = pw.power_report(design, n_sims=n_sims, null_sims=null_sims, employees=employees, waves=waves,
+                          alpha=alpha, seed=seed, jobs=jobs, cache=cache, compute=compute, max_seconds=max_seconds,
+                          type1_halfwidth=type1_halfwidth, **kw)
+    notes.extend(rep.notes)
+    cols = ["n_employees", "n_waves", "n_teams", "effect", "effect_observed", "power", "power_ci_low",
+            "power_ci_high", "n_sims"]
+    if len(rep.own) and (rep.own["n_sims"] > 0).any():
+        own = rep.own[rep.own["n_sims"] > 0]
+        details["power_own"] = own[cols].rename(columns={"power_ci_low": "ci_low", "power_ci_high": "ci_high"}) \
+            .rename(columns={"power": "estimate"}).assign(unit="share")
+    if len(rep.grid) and (rep.grid["n_sims"] > 0).any():
+        grid = rep.grid[rep.grid["n_sims"] > 0]
+        own_size = (grid["n_employees"] == design.n_employees) & (grid["n_waves"] == design.n_waves)
+        details["power_grid"] = grid[cols].rename(columns={"power_ci_low": "ci_low", "power_ci_high": "ci_high",
+                                                           "power": "estimate"}).assign(unit="share",
+                                                                                        this_study=own_size.to_numpy())
+    where = f"{design.n_employees} employees in {design.n_teams} teams, {design.n_waves} waves"
+    t1 = rep.type_one
+    if t1 is not None:
+        rows.append(finding(
+            "study_design.type1", "False alarms: how often the headline test rejects when EX has no effect on CX",
+            f"Share of simulated studies of this design ({where}) without any EX -> CX effect whose headline "
+            f"interval excludes zero (nominal {alpha:.0%})", t1["power"], t1["power_ci_low"], t1["power_ci_high"],
+            unit="share", n=int(t1["n_sims"]), method="simulated studies on the observed pipeline (Wilson interval "
+            "of the simulation)", kind="descriptive",
+            caveat="Rests on the simulator's assumptions (see the design table)."))
+    complete = len(rep.own) > 0 and bool((rep.own["n_sims"] > 0).all())
+    if head is not None and complete:
+        est = float(head.table.iloc[0]["estimate"])
+        at = rep.at_observed(est)
+        if np.isfinite(at["power"]):
+            rows.append(finding(
+                "study_design.power.headline", "Power to detect an effect of the headline's size at this design",
+                f"Share of simulated studies of this design ({where}) whose headline interval excludes zero when the "
+                f"true effect gives the headline's observed size ({abs(est):.2f} {_SD_UNIT.split(' per')[0]} per eSat "
+                "point on average)", at["power"], at["power_ci_low"], at["power_ci_high"], unit="share",
+                n=int(rep.own["n_sims"].min()), method="simulated studies on the observed pipeline, interpolated "
+                "between latent effects (Wilson interval)", kind="descriptive", headline=True,
+                caveat=("The headline is larger than the largest simulated effect: this is a lower bound. "
+                        if at["beyond"] else "") + "Rests on the simulator's assumptions (see the design table).",
+                sentence="With this design, an effect of the headline's size would be detected in "
+                         + ("at least {estimate}" if at["beyond"] else "about {value}") + " of studies."))
+    det = rep.detectable(0.8) if complete else {}
+    if np.isfinite(det.get("effect_observed", np.nan)):
+        rows.append(finding(
+            "study_design.detectable", "Smallest effect detected in 80% of studies at this design",
+            f"Observed-scale effect (mean headline estimate) that this design ({where}) detects with 80% power",
+            det["effect_observed"], unit=_SD_UNIT, n=int(rep.own["n_sims"].min()),
+            method="simulated studies, interpolated between latent effects", kind="descriptive",
+            caveat=("At most this: the smallest simulated effect already reaches 80%. " if det.get("at_most") else "")
+            + "Rests on the simulator's assumptions (see the design table)."))
 
 
 # =========================================================================== firm level (issue 15)

@@ -29,6 +29,15 @@ function                          draws (report)
                                   waves, one line per effect size (08)
 :func:`carry_over_by_gap`         the carry-over from one call to the next by
                                   the time between them (07)
+:func:`power_by_effect`           power at one design against the effect size in
+                                  survey units (08)
+:func:`sensitivity_contours`      the estimate adjusted for hypothetical
+                                  confounders, with benchmark points (08)
+:func:`agreement_by_wave`         within-team agreement (ICC, rwg) per wave (03)
+:func:`linked_views`              company-level points beside the linked
+                                  answers (03)
+:func:`drivers`                   touchpoint weights with the random-reference
+                                  band (04)
 ================================  ===========================================
 """
 
@@ -45,7 +54,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["STYLE", "COLORS", "Chart", "style", "forest", "mirror", "mirror_plot", "response_rates",
-           "company_vs_linked", "power_curves", "carry_over_by_gap"]
+           "company_vs_linked", "power_curves", "carry_over_by_gap", "power_by_effect", "sensitivity_contours",
+           "agreement_by_wave", "linked_views", "drivers"]
 
 #: The house style (matplotlib rcParams) every figure is drawn and saved with.
 STYLE: dict[str, Any] = {
@@ -400,40 +410,184 @@ def company_vs_linked(
 # --------------------------------------------------------------------------- power
 
 def power_curves(grid: pd.DataFrame, *, target: float = 0.8, alpha: float = 0.05, alt: str | None = None,
-                 title: str | None = None) -> Chart:
+                 title: str | None = None, x: str = "n_units", power: str = "power",
+                 ci: tuple[str, str] = ("power_ci_low", "power_ci_high"),
+                 effect_labels: Mapping[float, str] | None = None, observed: str | None = "effect_observed",
+                 unit: str = "CSAT points per eSat point", mark: str | None = "this_study") -> Chart:
     """Power by number of employees, one panel per number of waves, one line per effect size.
 
-    ``grid`` is a :func:`cxex_lab.models.power.power` table (``n_units``,
-    ``n_waves``, ``effect``, ``power`` in 0-1, optional ``power_ci_low`` /
-    ``power_ci_high``). The dashed line is the ``target`` power, the dotted one
-    the false-positive rate ``alpha`` expected at effect 0.
+    ``grid`` is a power table: ``x`` (employees: ``n_units`` of
+    :func:`cxex_lab.models.power.riclpm_power`, ``n_employees`` of
+    :func:`cxex_lab.models.power.power`), ``n_waves``, ``effect``, ``power``
+    in 0-1 and optional interval columns ``ci``. The dashed line is the
+    ``target`` power, the dotted one the false-positive rate ``alpha`` expected
+    at effect 0. ``effect_labels`` names the lines; without them, when the
+    table has an ``observed`` column (the mean observed slope of each cell),
+    a line reads "0.10 <unit> (latent 0.25)". Rows where the boolean column
+    ``mark`` is true (this study's design) are ringed.
     """
-    _check_columns(grid, ("n_units", "n_waves", "effect", "power"), "power_curves")
+    _check_columns(grid, (x, "n_waves", "effect", power), "power_curves")
+    labels = dict(effect_labels or {})
+    if not labels and observed and observed in grid.columns:
+        labels = {e: f"{g[observed].mean():.2f} {unit} (latent {e:g})" for e, g in grid.groupby("effect")}
     waves = sorted(grid["n_waves"].unique())
     effects = sorted(grid["effect"].unique())
     with style():
-        fig = _figure(figsize=(min(4.0 * len(waves), 11), 3.5), layout="constrained")
+        fig = _figure(figsize=(min(3.6 * len(waves) + 0.6, 11), 3.6), layout="constrained")
         axes = fig.subplots(1, len(waves), squeeze=False, sharey=True)[0]
         for ax, w in zip(axes, waves):
             sub = grid[grid["n_waves"] == w]
             for e in effects:
-                s = sub[sub["effect"] == e].sort_values("n_units")
-                ax.plot(s["n_units"], 100 * s["power"], marker="o", label=f"effect {e:g}")
-                if {"power_ci_low", "power_ci_high"} <= set(s.columns):
-                    ax.fill_between(s["n_units"], 100 * s["power_ci_low"], 100 * s["power_ci_high"], alpha=0.15)
+                s = sub[sub["effect"] == e].sort_values(x)
+                ax.plot(s[x], 100 * s[power], marker="o", label=labels.get(e, f"effect {e:g}"))
+                if set(ci) <= set(s.columns):
+                    ax.fill_between(s[x], 100 * s[ci[0]], 100 * s[ci[1]], alpha=0.15)
             ax.axhline(100 * target, ls="--", color=COLORS["reference"], lw=1)
             ax.axhline(100 * alpha, ls=":", color=COLORS["reference"], lw=1)
+            if mark and mark in sub.columns and sub[mark].fillna(False).astype(bool).any():
+                m = sub[sub[mark].fillna(False).astype(bool)]
+                ax.plot(m[x], 100 * m[power], "o", mfc="none", mec=COLORS["truth"], ms=11, mew=1.5,
+                        label="this study's design")
             ax.set(title=f"{w} waves", xlabel="Employees in the study", ylim=(0, 100))
         axes[0].set_ylabel("Power (% of simulated studies detecting it)")
-        axes[-1].legend(loc="lower right")
+        handles, labs = [], []
+        for ax in axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labs:
+                    handles.append(h)
+                    labs.append(lab)
+        fig.legend(handles, labs, loc="outside lower center", ncol=min(3, len(labs)))
         if title:
             fig.suptitle(title, fontsize=STYLE["axes.titlesize"], fontweight="bold")
-    best = grid.sort_values("power", ascending=False).iloc[0] if len(grid) else None
+    best = grid.sort_values(power, ascending=False).iloc[0] if len(grid) else None
     text = alt or (f"Power curves for {len(effects)} effect size(s) and {len(waves)} numbers of waves, "
-                   f"employees from {grid['n_units'].min()} to {grid['n_units'].max()}; "
+                   f"employees from {grid[x].min()} to {grid[x].max()}; "
                    f"dashed line: {100 * target:.0f}% target, dotted: {100 * alpha:.0f}% false positives"
-                   + (f"; highest power {100 * best['power']:.0f}% (effect {best['effect']:g}, {best['n_units']} "
-                      f"employees, {best['n_waves']} waves)." if best is not None else "."))
+                   + (f"; highest power {100 * best[power]:.0f}% ({labels.get(best['effect'], f'effect {best.effect:g}')}, "
+                      f"{best[x]} employees, {best['n_waves']} waves)." if best is not None else "."))
+    return Chart(fig, text)
+
+
+def power_by_effect(own: pd.DataFrame, *, effect: str = "effect_observed", power: str = "estimate",
+                    ci: tuple[str, str] = ("ci_low", "ci_high"), latent: str | None = "effect",
+                    unit: str = "CSAT points per eSat point", target: float = 0.8, alpha: float = 0.05,
+                    observed: float | None = None, title: str | None = None, alt: str | None = None) -> Chart:
+    """Power at one design against the size of the effect, in survey-scale units.
+
+    ``own`` has one row per simulated effect: ``effect`` (the mean observed
+    slope, x axis, in ``unit``), ``power`` (0-1) with its interval ``ci``, and
+    optionally ``latent`` (the simulator's latent effect, written beside each
+    point). The point at effect 0 is the false-positive rate (dotted line:
+    ``alpha``); the dashed line is the ``target`` power; ``observed`` (the
+    study's own estimate) is drawn as a vertical line.
+    """
+    _check_columns(own, (effect, power), "power_by_effect")
+    d = own.sort_values(effect)
+    xs = d[effect].astype(float).to_numpy()
+    ys = 100 * d[power].astype(float).to_numpy()
+    with style():
+        fig = _figure(figsize=(7.2, 3.8), layout="constrained")
+        ax = fig.subplots()
+        if set(ci) <= set(d.columns):
+            ax.fill_between(xs, 100 * d[ci[0]].astype(float), 100 * d[ci[1]].astype(float), alpha=0.18,
+                            color=COLORS["CX"], lw=0)
+        ax.plot(xs, ys, marker="o", color=COLORS["CX"], label="power (band: simulation interval)")
+        if latent and latent in d.columns:
+            for xv, yv, lv in zip(xs, ys, d[latent]):
+                ax.annotate(f"{lv:g}", (xv, yv), xytext=(0, 7), textcoords="offset points", fontsize=8,
+                            ha="center", color=COLORS["reference"])
+        ax.axhline(100 * target, ls="--", color=COLORS["reference"], lw=1, label=f"{100 * target:.0f}% power")
+        ax.axhline(100 * alpha, ls=":", color=COLORS["reference"], lw=1, label=f"{100 * alpha:.0f}% false alarms")
+        if observed is not None and np.isfinite(observed):
+            ax.axvline(abs(observed), color=COLORS["truth"], lw=1.2, label=f"this study's estimate ({_fmt(abs(observed))})")
+        ax.set(xlabel=f"Size of the effect ({unit}; grey numbers: latent effect)",
+               ylabel="Power (% of simulated studies)", ylim=(0, 105))
+        ax.legend(loc="lower right")
+        if title:
+            ax.set_title(title)
+    reach = d[d[power] >= target]
+    text = alt or (f"Power against the effect size in {unit}, {len(d)} simulated effect sizes from {_fmt(xs.min())} "
+                   f"to {_fmt(xs.max())}; at the smallest the power is {ys[0]:.0f}%"
+                   + (f"; {100 * target:.0f}% power is reached at about {_fmt(float(reach[effect].iloc[0]))}"
+                      if len(reach) else f"; {100 * target:.0f}% power is not reached")
+                   + (f"; the study's estimate is {_fmt(abs(observed))}." if observed is not None else "."))
+    return Chart(fig, text)
+
+
+def sensitivity_contours(grid: pd.DataFrame, bounds: pd.DataFrame | None = None, *, estimate: str = "estimate",
+                         rv: float | None = None, unit: str = "CSAT points per eSat point",
+                         treatment: str = "last wave's eSat", outcome: str = "CSAT", title: str | None = None,
+                         alt: str | None = None) -> Chart:
+    """Cinelli & Hazlett's contour plot: the estimate adjusted for hypothetical confounders.
+
+    ``grid`` is :func:`cxex_lab.models.sensitivity.adjusted_grid` output
+    (``r2dz_x``, ``r2yz_dx`` in 0-1, ``estimate``). The x axis is how much of
+    the treatment's remaining variance a confounder explains, the y axis how
+    much of the outcome's, both in %; contour lines are the adjusted estimate
+    in ``unit``, the red dashed line where it reaches 0. ``bounds``
+    (``scenario``, ``share_of_esat``, ``share_of_csat``: the benchmark
+    confounders) are drawn as labelled points; ``rv`` as a diamond on the
+    diagonal. The view spans the robustness value and the benchmark points
+    (up to the grid's extent).
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    _check_columns(grid, ("r2dz_x", "r2yz_dx", estimate), "sensitivity_contours")
+    xs = np.sort(grid["r2dz_x"].unique())
+    ys = np.sort(grid["r2yz_dx"].unique())
+    z = grid.pivot(index="r2yz_dx", columns="r2dz_x", values=estimate).reindex(index=ys, columns=xs).to_numpy()
+    pts = pd.DataFrame(columns=["scenario", "share_of_esat", "share_of_csat"])
+    if bounds is not None and len(bounds):
+        _check_columns(bounds, ("scenario", "share_of_esat", "share_of_csat"), "sensitivity_contours")
+        keep = ((bounds["share_of_esat"] > 0) | (bounds["share_of_csat"] > 0)) & \
+            ~bounds["scenario"].str.contains("robustness", case=False)
+        pts = bounds[keep & (bounds["share_of_esat"] <= xs.max()) & (bounds["share_of_csat"] <= ys.max())]
+    r = float(rv) if rv is not None and np.isfinite(rv) else 0.0
+    x_top = min(xs.max(), max(0.05, 2.5 * r, 1.15 * float(pts["share_of_esat"].max()) if len(pts) else 0))
+    y_top = min(ys.max(), max(0.05, 2.5 * r, 1.15 * float(pts["share_of_csat"].max()) if len(pts) else 0))
+    # contour only what is in view, so that every line's label lands inside the axes
+    sx, sy = xs <= x_top + 1e-12, ys <= y_top + 1e-12
+    xs, ys, z = xs[sx], ys[sy], z[np.ix_(sy, sx)]
+    levels = MaxNLocator(nbins=7).tick_values(np.nanmin(z), np.nanmax(z))
+    levels = [v for v in levels if abs(v) > 1e-9 * max(1.0, np.nanmax(np.abs(z)))]
+    with style():
+        fig = _figure(figsize=(7.2, 5.4), layout="constrained")
+        ax = fig.subplots()
+        cs = ax.contour(100 * xs, 100 * ys, z, levels=levels, colors=COLORS["reference"], linewidths=0.8,
+                        linestyles="solid")
+        ax.clabel(cs, fontsize=8, fmt=lambda v: _fmt(v))
+        if np.nanmin(z) < 0 < np.nanmax(z):
+            ax.contour(100 * xs, 100 * ys, z, levels=[0.0], colors=COLORS["truth"], linewidths=1.8, linestyles="--")
+        ax.plot([0], [0], marker="^", color="black", ms=8, clip_on=False, zorder=5)
+        ax.annotate(f"no confounder: {_fmt(z[0, 0])}", (0, 0), xytext=(8, 8), textcoords="offset points", fontsize=9)
+        shown = []
+        last_y = {}
+        for p in pts.sort_values("share_of_csat").itertuples(index=False):
+            px, py = 100 * p.share_of_esat, 100 * p.share_of_csat
+            ax.plot(px, py, "o", color=COLORS["EX"], ms=6, zorder=5, clip_on=False)
+            # labels of points on the same vertical (site: 0% of eSat) are spread so they do not overlap
+            dy = 3
+            key = round(px, 1)
+            if key in last_y and py - last_y[key] < 0.045 * 100 * y_top:
+                dy = 3 + 10
+            last_y[key] = py
+            ax.annotate(str(p.scenario), (px, py), xytext=(7, dy), textcoords="offset points", fontsize=8.5,
+                        color=COLORS["EX"])
+            shown.append(str(p.scenario))
+        if r > 0:
+            ax.plot(100 * r, 100 * r, "D", color=COLORS["truth"], ms=7, zorder=6)
+            ax.annotate(f"robustness value {100 * r:.1f}%", (100 * r, 100 * r), xytext=(8, -4),
+                        textcoords="offset points", fontsize=9, color=COLORS["truth"])
+        ax.set(xlabel=f"Confounder's share of {treatment}'s remaining variance (%)",
+               ylabel=f"Confounder's share of {outcome}'s remaining variance (%)",
+               xlim=(0, 100 * x_top), ylim=(0, 100 * y_top))
+        ax.set_title(title or f"Estimate after a hypothetical confounder ({unit})")
+    text = alt or (f"Contour plot of the estimate ({unit}) after adjusting for a hypothetical confounder, by the share "
+                   f"of {treatment}'s remaining variance it explains (0 to {100 * x_top:.0f}%) and of {outcome}'s "
+                   f"(0 to {100 * y_top:.0f}%). Without a confounder the estimate is {_fmt(z[0, 0])}; the red dashed "
+                   "line marks where it reaches 0"
+                   + (f"; the robustness value is {100 * r:.1f}%" if r > 0 else "")
+                   + (f"; benchmark confounders drawn: {', '.join(shown)}." if shown else "."))
     return Chart(fig, text)
 
 

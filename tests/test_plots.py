@@ -159,3 +159,44 @@ def test_chart_displays_itself_with_alt_text_and_house_style():
     assert chart.fig.number not in plt.get_fignums(), "closed: the inline backend will not show it again"
     assert chart.png()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(not ax.spines["top"].get_visible() for ax in chart.axes)
+
+
+# --------------------------------------------------------------------------- report 08
+def test_power_curves_labels_effects_in_survey_units_and_rings_this_study():
+    grid = pd.DataFrame([{"n_employees": n, "n_waves": w, "effect": e, "effect_observed": 0.4 * e, "estimate": p,
+                          "ci_low": p - 0.05, "ci_high": min(1, p + 0.05), "this_study": n == 400 and w == 6}
+                         for w in (3, 6) for e in (0.1, 0.25) for n, p in ((100, 0.2), (400, 0.7))])
+    chart = plots.power_curves(grid, x="n_employees", power="estimate", ci=("ci_low", "ci_high"))
+    labels = [t.get_text() for t in chart.fig.legends[0].get_texts()]
+    assert "0.04 CSAT points per eSat point (latent 0.1)" in labels and "this study's design" in labels
+    ring = [ln for ln in chart.axes[1].get_lines() if ln.get_marker() == "o" and ln.get_markerfacecolor() == "none"]
+    assert len(ring) == 1 and list(ring[0].get_xdata()) == [400, 400]  # both effects at this study's design
+    assert "employees from 100 to 400" in chart.alt
+
+
+def test_power_by_effect_axes_in_survey_units_with_reference_lines():
+    own = pd.DataFrame({"effect": [0.0, 0.1, 0.25], "effect_observed": [0.0, 0.04, 0.1],
+                        "estimate": [0.06, 0.5, 0.97], "ci_low": [0.04, 0.43, 0.94], "ci_high": [0.08, 0.57, 0.99]})
+    chart = plots.power_by_effect(own, observed=0.1)
+    ax = chart.axes[0]
+    assert "CSAT points per eSat point" in ax.get_xlabel() and ax.get_ylabel().startswith("Power (%")
+    ys = sorted({round(float(ln.get_ydata()[0]), 6) for ln in ax.get_lines() if len(set(ln.get_ydata())) == 1})
+    assert 5.0 in ys and 80.0 in ys  # the false-alarm and the 80% lines
+    assert "80% power is reached at about 0.1" in chart.alt and "0.04" not in chart.alt.split("reached")[0][-5:]
+
+
+def test_sensitivity_contours_zero_line_benchmarks_and_view():
+    xs = np.round(np.arange(0, 0.51, 0.01), 2)
+    g = pd.DataFrame([(a, b) for a in xs for b in xs], columns=["r2dz_x", "r2yz_dx"])
+    g["estimate"] = 0.1 - 0.6 * np.sqrt(g["r2dz_x"] * g["r2yz_dx"])  # reaches 0 at about 2.8% of both
+    bounds = pd.DataFrame({"scenario": ["No confounder (the headline)", "0.1x stable traits", "1x site",
+                                        "At the robustness value"],
+                           "share_of_esat": [0.0, 0.12, 0.0, 0.028], "share_of_csat": [0.0, 0.03, 0.05, 0.028]})
+    chart = plots.sensitivity_contours(g, bounds, rv=0.028)
+    ax = chart.axes[0]
+    assert "(%)" in ax.get_xlabel() and "(%)" in ax.get_ylabel()
+    assert ax.get_xlim()[1] == pytest.approx(100 * 0.12 * 1.15, rel=0.02)  # the view spans the benchmarks
+    texts = [t.get_text() for t in ax.texts]
+    assert "0.1x stable traits" in texts and "1x site" in texts and "robustness value 2.8%" in texts
+    assert not any("At the robustness" in t for t in texts)  # drawn once, as the diamond
+    assert "red dashed line marks where it reaches 0" in chart.alt and "0.1x stable traits, 1x site" in chart.alt

@@ -17,6 +17,7 @@ from cxex_lab.models.sensitivity import (
     SensitivityFit,
     WithinSensitivityFit,
     _adjusted,
+    adjusted_grid,
     benchmark_bounds,
     group_partial_r2,
     partial_r2,
@@ -234,26 +235,92 @@ def test_mundlak_coefficient_equals_two_way_fixed_effects_on_an_unbalanced_panel
     assert abs(naive.params["x"] - float(fe.params["x"])) > 1e-5
 
 
-def test_clustered_se_is_the_fixed_effects_arellano_se_without_counting_nested_effects():
-    # Arellano cluster-robust SE of the FE fit from its within residuals, with the
-    # statsmodels small-sample factor G/(G-1) (N-1)/(N-K), K = Mundlak regressors
-    # (the employee effects are nested in the clusters and not counted; Cameron & Miller 2015).
-    p = _panel(n=150, seed=4)
-    table, fit = sensitivity_within(p, y="csat", x="esat")
-    d = _fe_reference(p)
+def _arellano_se(d, estimate, groups):
+    """Arellano cluster-robust SE of the two-way FE slope, by hand from the within residuals,
+    with the small-sample factor G/(G-1) (absorbed employee and wave effects not counted;
+    Cameron & Miller 2015, Sec. VI; the convention of within_effects)."""
     dummies = pd.get_dummies(d[["employee_id", "wave"]].astype(str)).to_numpy(float)
 
     def resid(v):
         return v - dummies @ np.linalg.lstsq(dummies, v, rcond=None)[0]
 
     xt = resid(d["x"].to_numpy())
-    e = resid(d["csat"].to_numpy() - fit.estimate * d["x"].to_numpy())
-    g = pd.factorize(d["employee_id"])[0]
+    e = resid(d["csat"].to_numpy() - estimate * d["x"].to_numpy())
+    g = pd.factorize(groups)[0]
     meat = (np.bincount(g, weights=xt * e) ** 2).sum()
-    n, n_g, k = len(d), g.max() + 1, len(fit.mundlak_terms) + 2
-    se = np.sqrt(meat) / (xt @ xt) * np.sqrt(n_g / (n_g - 1) * (n - 1) / (n - k))
-    assert fit.se == pytest.approx(se, rel=1e-8)
+    n_g = g.max() + 1
+    return np.sqrt(meat) / (xt @ xt) * np.sqrt(n_g / (n_g - 1))
+
+
+def test_clustered_se_is_the_fixed_effects_arellano_se():
+    p = _panel(n=150, seed=4)
+    table, fit = sensitivity_within(p, y="csat", x="esat")
+    d = _fe_reference(p)
+    n_g = d["employee_id"].nunique()
+    assert fit.se == pytest.approx(_arellano_se(d, fit.estimate, d["employee_id"]), rel=1e-8)
     assert fit.cluster == "employee_id" and fit.n_clusters == n_g and fit.dof_inference == n_g - 1
+
+
+def test_team_clustering_matches_the_headline_exactly():
+    # the report's headline clusters by team: the sensitivity's estimate, SE, interval and
+    # RV_{q,alpha} must belong to exactly that interval (within_effects, linearmodels)
+    from cxex_lab.models import within_effects
+
+    p = _panel(n=240, seed=6)
+    p["team_id"] = "T" + (p["employee_id"] % 24).astype(str)
+    fe = within_effects(p, "employee_id", "wave", y="csat", x="esat", lags=1, cluster="team_id").table.iloc[0]
+    table, fit = sensitivity_within(p, y="csat", x="esat", cluster="team_id")
+    assert fit.estimate == pytest.approx(fe["estimate"], rel=1e-10)
+    assert fit.se == pytest.approx(fe["se"], rel=1e-8)
+    assert table.iloc[0]["ci_low"] == pytest.approx(fe["ci_low"], rel=1e-8)
+    assert table.iloc[0]["p"] == pytest.approx(fe["p"], rel=1e-6)
+    assert fit.cluster == "team_id" and fit.n_clusters == 24 and fit.dof_inference == 23
+    d = _fe_reference(p)
+    assert fit.se == pytest.approx(_arellano_se(d, fit.estimate, d["team_id"]), rel=1e-8)
+    # RV_{q,alpha} uses that SE: the closed form with se_ratio and G - 1 df
+    assert fit.rv_qa == pytest.approx(robustness_value(fit.t_classical, fit.dof, alpha=0.05, se_ratio=fit.se_ratio,
+                                                       dof_inference=23))
+    assert any("Only 24 clusters (team_id)" in n for n in fit.notes)
+
+
+def test_within_cluster_column_problems():
+    p = _panel(n=60, seed=2, unbalanced=False)
+    p["team_id"] = np.where(p["employee_id"] < 30, "A", "B")
+    with pytest.raises(ValueError, match="column 'team' not found"):
+        sensitivity_within(p, y="csat", x="esat", cluster="team")
+    q = p.assign(team_id=p["team_id"].where(p.index % 50 != 7))
+    with pytest.raises(ValueError, match="no value in the cluster column 'team_id'"):
+        sensitivity_within(q, y="csat", x="esat", cluster="team_id")
+    with pytest.raises(ValueError, match="clustering needs at least 2"):
+        sensitivity_within(p.assign(team_id="A"), y="csat", x="esat", cluster="team_id")
+
+
+def test_adjusted_grid_is_the_bias_formula_over_a_grid():
+    p = _panel(seed=1)
+    _, fit = sensitivity_within(p, y="csat", x="esat", cluster="site_id")
+    g = adjusted_grid(fit, [0.0, 0.05, 0.2], [0.0, 0.1, 0.3])
+    assert len(g) == 9
+    for r in g.itertuples(index=False):
+        ref = _adjusted(fit.estimate, fit.se_classical, fit.dof, r.r2dz_x, r.r2yz_dx, 0.05, se_ratio=fit.se_ratio,
+                        dof_inference=fit.dof_inference)
+        assert (r.estimate, r.ci_low, r.ci_high) == pytest.approx((ref[0], ref[3], ref[4]))
+    at_rv = adjusted_grid(fit, [fit.rv_q], [fit.rv_q]).iloc[0]
+    assert at_rv["estimate"] == pytest.approx(0.0, abs=1e-12)  # the robustness value brings it to zero
+    default = adjusted_grid(fit)
+    assert default["r2dz_x"].max() >= 0.5 and default["r2dz_x"].nunique() == default["r2yz_dx"].nunique()
+    with pytest.raises(ValueError, match="partial R2 values"):
+        adjusted_grid(fit, [1.0], [0.1])
+
+
+def test_sensitivity_takes_a_given_standard_error():
+    d = _confounded(n=500, seed=2)
+    fit = smf.ols("cx ~ ex + tenure", data=d).fit()
+    table, f = sensitivity(fit, "ex", se=2 * fit.bse["ex"])
+    assert f.se == pytest.approx(2 * fit.bse["ex"]) and f.se_ratio == pytest.approx(2.0)
+    assert f.rv_q == pytest.approx(robustness_value(fit.tvalues["ex"], fit.df_resid))  # point statistics unchanged
+    assert f.rv_qa < robustness_value(fit.tvalues["ex"], fit.df_resid, alpha=0.05)
+    with pytest.raises(ValueError, match="se must be a positive number"):
+        sensitivity(fit, "ex", se=0.0)
 
 
 def test_within_benchmarks_are_stable_traits_and_site_and_never_nan():

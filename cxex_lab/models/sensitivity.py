@@ -39,6 +39,7 @@ __all__ = [
     "group_partial_r2",
     "robustness_value",
     "benchmark_bounds",
+    "adjusted_grid",
 ]
 
 
@@ -335,6 +336,56 @@ def benchmark_bounds(
     return r2dz, min(r2yz, 1.0)
 
 
+def adjusted_grid(fit: SensitivityFit, r2dz_x: Sequence[float] | None = None,
+                  r2yz_dx: Sequence[float] | None = None, reduce: bool = True) -> pd.DataFrame:
+    r"""The estimate adjusted for hypothetical confounders, over a grid of their strengths (contour data).
+
+    Parameters
+    ----------
+    fit : SensitivityFit
+        From :func:`sensitivity` or :func:`sensitivity_within`.
+    r2dz_x, r2yz_dx : sequence of float, optional
+        Partial :math:`R^2` of the confounder with the treatment and with the
+        outcome (default 0 to 0.5 in steps of 0.01, or to twice the robustness
+        value if larger).
+    reduce : bool
+        The confounder moves the estimate towards zero (as the bounds assume).
+
+    Returns
+    -------
+    DataFrame
+        ``r2dz_x, r2yz_dx, estimate, ci_low, ci_high`` (the adjusted estimate and
+        its ``1 - alpha`` interval, with the fit's SE convention; the bias
+        formula of :func:`sensitivity`). Cinelli & Hazlett's contour plot draws
+        ``estimate`` over the two axes.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, statsmodels.formula.api as smf
+    >>> rng = np.random.default_rng(0)
+    >>> d = pd.DataFrame({"x": rng.normal(size=300)})
+    >>> d["y"] = 0.3 * d["x"] + rng.normal(size=300)
+    >>> _, f = sensitivity(smf.ols("y ~ x", data=d).fit(), "x")
+    >>> g = adjusted_grid(f, [0.0, 0.1], [0.0, 0.1])
+    >>> bool(g.loc[0, "estimate"] == f.estimate), len(g)
+    (True, 4)
+    """
+    top = max(0.5, min(0.95, 2 * float(fit.rv_q)))
+    xs = np.round(np.arange(0, top + 1e-9, 0.01), 4) if r2dz_x is None else np.asarray(r2dz_x, float)
+    ys = xs if r2yz_dx is None else np.asarray(r2yz_dx, float)
+    if ((xs < 0) | (xs >= 1)).any() or ((ys < 0) | (ys > 1)).any():
+        raise ValueError("adjusted_grid: partial R2 values must be in [0, 1) for the treatment and [0, 1] for the outcome.")
+    a, b = (v.ravel() for v in np.meshgrid(xs, ys, indexing="ij"))
+    # _adjusted, vectorised over the grid
+    est, se, dof = float(fit.estimate), float(fit.se_classical), float(fit.dof)
+    bias = se * math.sqrt(dof) * np.sqrt(b * a / (1 - a))
+    adj = est - np.copysign(bias, est) if reduce else est + np.copysign(bias, est)
+    adj_se = fit.se_ratio * se * np.sqrt((1 - b) / (1 - a)) * math.sqrt(dof / (dof - 1))
+    tcrit = float(stats.t.ppf(1 - fit.alpha / 2, fit.dof_inference))
+    return pd.DataFrame({"r2dz_x": a, "r2yz_dx": b, "estimate": adj, "ci_low": adj - tcrit * adj_se,
+                         "ci_high": adj + tcrit * adj_se})
+
+
 def _k_explain_away(est: float, se: float, dof: float, r2dxj: float, r2yxj: float, q: float) -> float:
     """Smallest k (kd = ky = k) at which a confounder k x as strong as the benchmark removes q of the estimate.
 
@@ -394,6 +445,8 @@ def sensitivity(
     benchmark_covariates: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
     kd: float | Sequence[float] = 1.0,
     ky: float | Sequence[float] | None = None,
+    *,
+    se: float | None = None,
 ) -> Result:
     r"""Cinelli & Hazlett (2020) sensitivity statistics for an OLS estimate.
 
@@ -425,6 +478,12 @@ def sensitivity(
         Strength multipliers (``ky`` defaults to ``kd``); one bound per value.
         A ``kd`` larger than possible for a benchmark (see
         :func:`benchmark_bounds`) is left out with a note in ``fit.notes``.
+    se : float, keyword-only, optional
+        The treatment's standard error for the intervals and
+        :math:`RV_{q,\alpha}`, when it should differ from the model's own (e.g.
+        the same coefficient's cluster-robust SE with another small-sample
+        convention, as :func:`sensitivity_within` passes); the model's
+        inference degrees of freedom are kept.
 
     Returns
     -------
@@ -534,7 +593,11 @@ def sensitivity(
     se_c = float(np.asarray(classical.bse)[j])
     dof = float(classical.df_resid)
     _check_dof(dof, func)
-    se = float(np.asarray(model_result.bse)[j])
+    if se is None:
+        se = float(np.asarray(model_result.bse)[j])
+    elif not (np.isfinite(se) and se > 0):
+        raise ValueError(f"{func}: se must be a positive number, got {se!r}.")
+    se = float(se)
     se_ratio = se / se_c
     cov_type = getattr(model_result, "cov_type", "nonrobust")
     if cov_type == "nonrobust":
@@ -680,12 +743,18 @@ def _mundlak_design(
         for s in levels[1:]:
             des[f"{site}[{s}]"] = (used[site].astype(str) == s).astype(float).to_numpy()
             site_cols.append(f"{site}[{s}]")
-    # drop columns that are linear combinations of the earlier ones (e.g. shares in a balanced panel)
+    # drop columns that are linear combinations of the earlier ones (e.g. shares in a balanced panel):
+    # Gram-Schmidt, one pass (a column is kept when its residual on the kept ones is not ~0)
     keep: list[str] = []
+    basis = np.empty((len(des), 0))
     for c in des.columns:
-        trial = des[keep + [c]].to_numpy()
-        if np.linalg.matrix_rank(trial) == len(keep) + 1:
+        v = des[c].to_numpy(float)
+        r = v - basis @ (basis.T @ v)
+        r = r - basis @ (basis.T @ r)  # re-orthogonalise once (numerical stability)
+        norm, scale = float(np.linalg.norm(r)), float(np.linalg.norm(v))
+        if scale > 0 and norm > 1e-9 * scale:
             keep.append(c)
+            basis = np.column_stack([basis, r / norm])
         elif c in (xcol, xbar_name):
             raise ValueError(
                 f"sensitivity_within: {c!r} is collinear with the period and site indicators; the "
@@ -707,6 +776,8 @@ def sensitivity_within(
     q: float = 1.0,
     kd: float | Sequence[float] = (0.1, 0.25, 0.5, 1.0),
     ky: float | Sequence[float] | None = None,
+    *,
+    cluster: str | None = None,
 ) -> Result:
     r"""Cinelli & Hazlett sensitivity of the within-employee (two-way FE) headline.
 
@@ -736,19 +807,25 @@ def sensitivity_within(
         Periods between treatment and outcome (1 = EX of the previous wave;
         0 = ``x`` is already aligned).
     alpha : float
-        1 - confidence level (intervals use SEs clustered by ``unit``, t with G-1 df).
+        1 - confidence level (intervals use SEs clustered by ``cluster``, t with G-1 df).
     q : float
         Share of the estimate a confounder should explain away.
     kd, ky : float or sequence of float
         Benchmark multipliers (``ky`` defaults to ``kd``). Multipliers a
         benchmark cannot reach are left out, with a note (see Notes).
+    cluster : str, keyword-only, optional
+        Column the standard errors cluster by (default ``unit``), e.g.
+        ``"team_id"`` as the report's headline
+        (:func:`cxex_lab.findings.headline_effect`). It may change within
+        unit; used rows must not miss it.
 
     Returns
     -------
     Result
         ``table`` as :func:`sensitivity` (term of the treatment ``"{x}(t-{lag})"``),
         with benchmark rows ``"<k>x stable traits"`` and ``"<k>x site"``;
-        ``fit``: :class:`WithinSensitivityFit` (``cluster`` = ``unit``).
+        ``fit``: :class:`WithinSensitivityFit` (``cluster``, ``n_clusters``:
+        the clustering level and its number of clusters).
 
     Notes
     -----
@@ -790,18 +867,20 @@ def sensitivity_within(
 
     *Clustering.* The sensitivity algebra (partial :math:`R^2`, :math:`RV_q`,
     bias) uses the classical OLS quantities of the Mundlak regression, whose
-    values do not depend on the SE. Intervals and :math:`RV_{q,\alpha}` use SEs
-    clustered by employee (statsmodels, small-sample factor
-    :math:`G/(G-1)\cdot(N-1)/(N-K)` with :math:`K` the Mundlak regressors, t with
-    G-1 df), scaled like the classical SE under confounding (see
-    :func:`sensitivity`). This clustered SE is the Arellano cluster-robust SE
-    of the fixed-effects fit with the absorbed employee effects, nested in the
-    clusters, not counted as parameters (Cameron & Miller 2015, Sec. VI; as
-    Stata's ``xtreg, fe vce(cluster)``, whose K counts only the slope and
-    period terms: a difference of :math:`\sqrt{(N-K_{xt})/(N-K)}`, 0.5% on
-    ``data/sample``; tested). linearmodels' ``PanelOLS`` (default options)
-    counts the employee effects and reports an SE larger by about
-    :math:`\sqrt{(N-1)/(N-K-G)}`: 0.0298 against 0.0257 on ``data/sample``.
+    values do not depend on the SE. Intervals and :math:`RV_{q,\alpha}` use the
+    standard error of the two-way fixed-effects fit clustered by ``cluster``
+    (Arellano / Liang-Zeger) with the small-sample factor :math:`G/(G-1)`, t
+    with G-1 df: the convention of
+    :func:`cxex_lab.models.within_effects` (linearmodels ``PanelOLS`` with
+    ``count_effects=False``: absorbed employee and period effects are not
+    counted, as Stata's ``xtreg, fe vce(cluster)`` does not count the nested
+    employee effects; Cameron & Miller 2015, Sec. VI), so that the
+    sensitivity's estimate, SE and :math:`RV_{q,\alpha}` belong to exactly
+    the interval the headline reports (tested equal). It is computed as
+    statsmodels' clustered SE of the Mundlak coefficient (factor
+    :math:`G/(G-1)\cdot(N-1)/(N-K)`, :math:`K` the Mundlak regressors)
+    times :math:`\sqrt{(N-K)/(N-1)}`, and kept in proportion to the classical
+    SE under confounding (see :func:`sensitivity`).
 
     References
     ----------
@@ -837,7 +916,10 @@ def sensitivity_within(
         raise ValueError(f"{func}: alpha must be between 0 and 1, got {alpha}.")
     if y == x:
         raise ValueError(f"{func}: y and x are the same column {y!r}.")
-    _check_columns(df, [unit, period] + ([site] if site else []), func, numeric=False)
+    cl = cluster or unit
+    _check_columns(df, list(dict.fromkeys([unit, period, cl] + ([site] if site else []))), func, numeric=False)
+    if cl in (y, x, period):
+        raise ValueError(f"{func}: cluster={cluster!r} must be an identifier column, not a variable of the model.")
     _check_columns(df, [y, x, period], func)
     per = df[period]
     if per.isna().any() or not np.allclose(per, np.round(per)):
@@ -845,7 +927,7 @@ def sensitivity_within(
             f"{func}: period column {period!r} must hold whole numbers without gaps in the data "
             "(1, 2, 3, ...); lags are taken on consecutive periods."
         )
-    cols = list(dict.fromkeys([unit, period, y, x] + ([site] if site else [])))
+    cols = list(dict.fromkeys([unit, period, y, x, cl] + ([site] if site else [])))
     d = df[cols].copy()
     d.attrs = {}
     d[period] = d[period].astype("int64")
@@ -873,6 +955,12 @@ def sensitivity_within(
     need = [y, xcol] + ([site] if site else [])
     ok = d[need].notna().all(axis=1)
     n_dropped = int((~ok).sum())
+    no_cl = ok & d[cl].isna()
+    if no_cl.any():
+        raise ValueError(
+            f"{func}: {int(no_cl.sum())} usable row(s) have no value in the cluster column {cl!r}; fill the "
+            "cluster id or drop those rows."
+        )
     used = d.loc[ok].reset_index(drop=True)
     n_units = used[unit].nunique()
     if used[period].nunique() < 2 or n_units < 3:
@@ -884,16 +972,24 @@ def sensitivity_within(
     if not within_sd.abs().max() > 0:
         raise ValueError(f"{func}: {xcol!r} does not vary within employees; a within-employee effect is not identified.")
     des, trait_cols, site_cols, _ = _mundlak_design(used, unit, period, xcol, site)
-    groups = pd.factorize(used[unit])[0]
+    groups = pd.factorize(used[cl])[0]
+    n_clusters = int(groups.max()) + 1
+    if n_clusters < 2:
+        raise ValueError(f"{func}: the rows used fall into {n_clusters} cluster(s) of {cl!r}; clustering needs at least 2.")
     fit_cl = sm.OLS(used[y].astype(float), des).fit(cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
+    # the fixed-effects convention: statsmodels counts the K Mundlak regressors in (N-1)/(N-K); the FE fit
+    # (within_effects, linearmodels count_effects=False) counts only the slope, so its factor is G/(G-1)
+    n_obs, k_reg = len(used), des.shape[1]
+    se_fe = float(fit_cl.bse[xcol]) * math.sqrt((n_obs - k_reg) / (n_obs - 1))
     bench: dict[str, list[str]] = {"stable traits": trait_cols}
     if site_cols:
         bench["site"] = site_cols
-    res = sensitivity(fit_cl, xcol, alpha=alpha, q=q, benchmark_covariates=bench, kd=kd, ky=ky)
+    res = sensitivity(fit_cl, xcol, alpha=alpha, q=q, benchmark_covariates=bench, kd=kd, ky=ky, se=se_fe)
     base: SensitivityFit = res.fit
     notes = list(base.notes)
-    if n_units < 30:
-        notes.append(f"Only {n_units} employees (clusters); clustered standard errors are unreliable below about 30.")
+    if n_clusters < 30:
+        notes.append(f"Only {n_clusters} clusters ({cl}); clustered standard errors are approximate below about 30 "
+                     f"(t with {n_clusters - 1} df and the G/(G-1) correction are used).")
     if "site" in base.benchmarks:
         notes.append(
             "Site is a stable characteristic: given the employee's mean, it explains none of the "
@@ -911,12 +1007,12 @@ def sensitivity_within(
     fit = WithinSensitivityFit(
         method=(
             f"Cinelli-Hazlett (2020) sensitivity of the two-way fixed-effects ({unit}, {period}) estimate of "
-            f"{xcol} -> {y}, via the Mundlak regression; SEs clustered by {unit}"
+            f"{xcol} -> {y}, via the Mundlak regression; SEs clustered by {cl}"
         ),
         n_obs=len(used),
         n_dropped=n_dropped,
-        cluster=unit,
-        n_clusters=n_units,
+        cluster=cl,
+        n_clusters=n_clusters,
         alpha=alpha,
         notes=tuple(notes),
         treatment=xcol,
