@@ -674,7 +674,6 @@ def _check_columns(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
 
 # --------------------------------------------------------------------------- reports 03 and 04 (track reports-a)
 
-__all__ += ["agreement_by_wave", "linked_views", "drivers"]
 
 _SERIES_LABEL = {"icc1": "ICC(1): share of variance between groups", "icc2": "ICC(2): reliability of a group mean",
                  "rwg_uniform": "r_wg, uniform null", "rwg_slight_skew": "r_wg, slightly skewed null",
