@@ -1771,7 +1771,8 @@ def service_profit_chain(ws: Any, *, segment: Any = "all", ex: str = "esat", cx:
                 f"chain.money.{key}", f"+1 {x_lab} point -> {key} per customer, through {y_lab}",
                 f"{key} per customer per period that one {x_lab} point above the employee's usual level brings through "
                 f"the {y_lab} of the customers served", r.estimate * scale, r.ci_low * scale, r.ci_high * scale,
-                unit=str(r.unit), n=int(r.n), n_clusters=None,
+                unit=(f"percentage points of retention per {x_lab} point" if key == "retention"
+                      else f"revenue per customer per period, per {x_lab} point"), n=int(r.n), n_clusters=None,
                 method="product of the within-employee step and the customer-level step; independent bootstrap draws "
                        "of the two multiplied", kind="effect", caveat=str(r.assumption), headline=True,
                 sentence=(f"Through {y_lab}, one {x_lab} point {{link}} about {{abs_value}} "
@@ -2138,17 +2139,21 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
         # CX of the quarter before x insight access at the survey before it (both centred): the moderation term
         pm["cx_prev_x_insight_prev"] = ((pm["_cx_prev"] - pm["_cx_prev"].mean())
                                         * (pm["insight_prev"] - pm["insight_prev"].mean()))
-        same = mod = None
+        same = mod = samef = modf = None
         try:
             with quietly():
                 same, samef = within_effects(pi.assign(insight_now=pi["insight"]), "employee_id", "wave", y=ex,
                                              x="insight", lags=1, controls=["insight_now"], cluster=cluster)
+        except ValueError as err:
+            notes.append(f"Insight access and {x_lab} (same survey) could not be estimated: {err}")
+        try:
+            with quietly():
                 mod, modf = within_effects(pm, "employee_id", "wave", y=ex, x=cx, lags=1,
                                            controls=["insight_prev", "cx_prev_x_insight_prev"], cluster=cluster)
         except ValueError as err:
-            notes.append(f"The insight-access models could not be estimated: {err}")
+            notes.append(f"The moderation of CX -> EX by insight access could not be estimated: {err}")
         if same is not None:
-            notes += _notes(samef, modf)
+            notes += _notes(samef)
             r = _row(same, term="insight_now")
             rows.append(finding(
                 "direction.insight.to_ex", f"Customer-insight access and {x_lab} (within employee, same survey)",
@@ -2161,6 +2166,8 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
             latent["direction.insight.to_ex"] = _derived(ws, "insight_to_ex") if np.isfinite(
                 _derived(ws, "insight_to_ex")) else (getattr(ws, "truth", None) or {}).get("params", {}).get(
                 "insight_to_ex", math.nan)
+        if mod is not None:
+            notes += _notes(modf)
             r = _row(mod, term="cx_prev_x_insight_prev")
             rows.append(finding(
                 "direction.insight.moderates_cx_to_ex", "Does insight access change the CX -> EX path?",
@@ -2171,17 +2178,21 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
                 kind="effect"))
             latent["direction.insight.moderates_cx_to_ex"] = (getattr(ws, "truth", None) or {}).get(
                 "params", {}).get("insight_cx_to_ex", math.nan)
-            ins = pd.concat([same.assign(model="insight access and EX"),
-                             mod.assign(model="CX -> EX, moderated by insight access")],
-                            ignore_index=True)[["model", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
-            words = {"insight_now": "insight access, same survey", f"insight->{ex}": "insight access, previous survey",
-                     f"{cx}->{ex}": f"{y_lab} of the quarter before the survey",
-                     "insight_prev": "insight access, previous survey",
-                     "cx_prev_x_insight_prev": f"{y_lab} before x insight access (the moderation)"}
+        words = {"insight_now": "insight access, same survey", f"insight->{ex}": "insight access, previous survey",
+                 f"{cx}->{ex}": f"{y_lab} of the quarter before the survey",
+                 "insight_prev": "insight access, previous survey",
+                 "cx_prev_x_insight_prev": f"{y_lab} before x insight access (the moderation)"}
+        parts = [t.assign(model=m) for t, m in ((same, "insight access and EX"),
+                                                 (mod, "CX -> EX, moderated by insight access")) if t is not None]
+        if parts:
+            ins = pd.concat(parts, ignore_index=True)[["model", "term", "estimate", "ci_low", "ci_high", "p", "n"]]
             ins = ins.assign(term=ins["term"].map(lambda t: words.get(t, t)))
-            details["insight"] = ins[ins["model"] == "insight access and EX"].drop(columns="model").reset_index(drop=True)
-            details["insight_moderation"] = ins[ins["model"] != "insight access and EX"].drop(
-                columns="model").reset_index(drop=True)
+            if same is not None:
+                details["insight"] = ins[ins["model"] == "insight access and EX"].drop(
+                    columns="model").reset_index(drop=True)
+            if mod is not None:
+                details["insight_moderation"] = ins[ins["model"] != "insight access and EX"].drop(
+                    columns="model").reset_index(drop=True)
     else:
         notes.append("Customer-insight access was not asked: design idea 7 (sharing customer insight lifts EX) "
                      "cannot be tested.")

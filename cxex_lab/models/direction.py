@@ -1195,8 +1195,9 @@ def within_effects(
     notes: list[str] = []
     if G < _FEW_CLUSTERS:
         msg = (
-            f"Only {G} clusters ({cl_name}): cluster-robust standard errors are approximate with fewer "
-            f"than about {_FEW_CLUSTERS} clusters (t with {G - 1} df and the G/(G-1) correction are used)."
+            f"Only {G} clusters ({cl_name}): cluster-robust intervals are approximate with "
+            f"fewer than about {_FEW_CLUSTERS} clusters (a t distribution with {G - 1} df and the "
+            "G/(G-1) correction are used)."
         )
         notes.append(msg)
         warnings.warn(f"{func}: {msg}", RuntimeWarning, stacklevel=2)
