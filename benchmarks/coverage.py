@@ -141,6 +141,7 @@ def _truth_study(args: tuple) -> list[dict]:
     design, reports, scale, seed = args
     study = _simulate(design, seed, scale=scale)
     rows, _ = run_reports(study, reports, seed=seed, harness=False)
+    del study
     return rows
 
 
@@ -158,9 +159,11 @@ def observed_truth(design: dict, reports: list[str], scale: int, studies: int = 
         per_study = list(pool.map(_truth_study, tasks))
     took = time.perf_counter() - t0
     values: dict[str, list[float]] = {}
+    report_of: dict[str, str] = {}
     for rows in per_study:
         for r in rows:
             values.setdefault(r["key"], []).append(r["estimate"])
+            report_of[r["key"]] = r["report"]
     n_emp = design["n_employees"] * scale
     how = (f"the estimator's mean value on {studies} simulated studies of {n_emp:,} agents each ({scale}x the "
            f"sample's teams per site; the same site effects, waves, agents per team and interactions per agent; "
@@ -170,7 +173,7 @@ def observed_truth(design: dict, reports: list[str], scale: int, studies: int = 
     for k, v in values.items():
         arr = np.asarray(v, float)
         out[k] = {"value": float(arr.mean()), "mc_sd": float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else None,
-                  "studies": len(arr), "derivation": how}
+                  "studies": len(arr), "derivation": how, "report": report_of[k]}
     return out
 
 
@@ -225,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, default=25, help="size of each truth study, in samples (default 25)")
     ap.add_argument("--truth-studies", type=int, default=8, help="truth studies averaged (default 8)")
     ap.add_argument("--refresh-truth", action="store_true", help="recompute the observed-scale truths")
+    ap.add_argument("--fresh", action="store_true",
+                    help="ignore replicate results saved by earlier runs (benchmarks/_data/replicates/)")
     ap.add_argument("--write", action="store_true",
                     help="write the verdicts into cxex_lab/data/coverage.json and the truths into data/sample/truth.json")
     args = ap.parse_args(argv)
@@ -244,20 +249,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"observed-scale truths for {missing} on {args.truth_studies} studies of {args.scale}x the sample ...",
               flush=True)
         new = observed_truth(design, missing, args.scale, args.truth_studies, args.jobs)
-        for k, v in new.items():
-            v["report"] = k.split(".", 1)[0]  # keys are "<report>.<finding>"
         truths.update(new)
         truth_file.write_text(json.dumps(truths, indent=1))
 
-    print(f"{args.R} replicate studies x {len(reports)} reports on {args.jobs} process(es) ...", flush=True)
-    all_rows, times = [], []
-    tasks = [(r, design, reports) for r in range(args.R)]
+    # each replicate's rows are saved as it finishes (benchmarks/_data/replicates/<r>.json), so a run can be
+    # stopped and resumed, or extended to a larger R, without recomputing; --fresh starts over
+    saved_dir = CACHE / "replicates"
+    saved_dir.mkdir(parents=True, exist_ok=True)
+    all_rows, times, todo = [], [], []
+    for r in range(args.R):
+        f = saved_dir / f"{r:05d}.json"
+        rec = json.loads(f.read_text()) if f.exists() and not args.fresh else None
+        if rec and set(reports) <= set(rec["reports"]):
+            all_rows += [dict(x, r=r) for x in rec["rows"] if x["report"] in reports]
+            times.append(dict(rec["seconds"]))
+        else:
+            todo.append(r)
+    print(f"{args.R} replicate studies x {len(reports)} reports on {args.jobs} process(es) "
+          f"({args.R - len(todo)} saved by an earlier run) ...", flush=True)
+    tasks = [(r, design, reports) for r in todo]
     with cf.ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for i, (r, rows, seconds, total) in enumerate(pool.map(_replicate, tasks, chunksize=1), 1):
             all_rows += [dict(x, r=r) for x in rows]
             times.append(dict(seconds, total=total))
-            if i % max(1, args.R // 10) == 0 or i == args.R:
-                print(f"  {i}/{args.R} studies ({time.perf_counter() - t_start:.0f} s)", flush=True)
+            (saved_dir / f"{r:05d}.json").write_text(json.dumps(
+                {"reports": reports, "rows": rows, "seconds": dict(seconds, total=total)}, default=float))
+            if i % max(1, len(todo) // 20) == 0 or i == len(todo):
+                print(f"  {i}/{len(todo)} studies ({time.perf_counter() - t_start:.0f} s)", flush=True)
     rows = pd.DataFrame(all_rows)
     seconds = pd.DataFrame(times)
     summary = summarise(rows, truths, seconds)
