@@ -44,6 +44,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -177,6 +178,30 @@ def observed_truth(design: dict, reports: list[str], scale: int, studies: int = 
     return out
 
 
+# --------------------------------------------------------------------------- firm level (report 09)
+#: Report 09 runs on a firm-year panel, not on a contact-centre study: its replicates are panels of the
+#: firm simulator at the notebook's default design (cxex_lab.simulate_firms.firm_replicates).
+FIRMS = "firm_level"
+
+
+def firm_rows(R: int) -> tuple[pd.DataFrame, dict[str, dict], float]:
+    """Replicate firm panels (one process, about 1-2 s each): rows as :func:`run_reports` gives them,
+    the truths they were checked against, and the seconds per panel."""
+    from cxex_lab.simulate_firms import firm_replicates
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reps = firm_replicates(R=R, seed=0, fast=False)
+    per = (time.perf_counter() - t0) / max(1, R)
+    truths = {k: {"value": float(g["truth"].iloc[0]), "report": FIRMS,
+                  "derivation": "the estimator's value on one panel of 60,000 firms with the same design "
+                                "(cxex_lab.simulate_firms.firm_replicates)"}
+              for k, g in reps.groupby("key") if np.isfinite(g["truth"].iloc[0])}
+    rows = reps.rename(columns={"replicate": "r"}).assign(report=FIRMS)
+    return rows[["r", "key", "estimate", "ci_low", "ci_high", "report"]], truths, per
+
+
 # --------------------------------------------------------------------------- summary
 def summarise(rows: pd.DataFrame, truths: dict[str, dict], seconds: pd.DataFrame) -> pd.DataFrame:
     out = []
@@ -234,14 +259,55 @@ def main(argv: list[str] | None = None) -> int:
                     help="write the verdicts into cxex_lab/data/coverage.json and the truths into data/sample/truth.json")
     args = ap.parse_args(argv)
 
-    reports = list(findings.REPORTS) if args.reports == "all" else [s.strip() for s in args.reports.split(",")]
+    reports = [*findings.REPORTS, FIRMS] if args.reports == "all" else [s.strip() for s in args.reports.split(",")]
+    firms = FIRMS in reports
+    reports = [r for r in reports if r != FIRMS]
     unknown = sorted(set(reports) - set(findings.REPORTS))
     if unknown:
-        ap.error(f"unknown report(s) {unknown}; choose from {list(findings.REPORTS)}")
+        ap.error(f"unknown report(s) {unknown}; choose from {[*findings.REPORTS, FIRMS]}")
     design = sample_design()
     t_start = time.perf_counter()
 
     CACHE.mkdir(parents=True, exist_ok=True)
+    summaries, meta_new, truths = [], {}, {}
+    if reports:
+        summary, truths, meta_new["studies"] = study_harness(args, design, reports, t_start)
+        summaries.append(summary)
+    if firms:
+        t0 = time.perf_counter()
+        print(f"{args.R} replicate firm panels (report 09) ...", flush=True)
+        frows, ftruths, per = firm_rows(args.R)
+        fsum = summarise(frows, ftruths, pd.DataFrame({FIRMS: [per]}))
+        summaries.append(fsum)
+        meta_new["firms"] = {"R": args.R, "minutes": round((time.perf_counter() - t0) / 60, 1), "jobs": 1,
+                             "design": "cxex_lab.simulate_firms defaults (300 firms x 11 years, 13 industries)"}
+        print(markdown(fsum))
+        print(f"\n{int(fsum['passed'].sum())} of {len(fsum)} firm-level findings pass; R = {args.R}; "
+              f"{meta_new['firms']['minutes']:.1f} min.")
+
+    if args.write:
+        summary = pd.concat(summaries, ignore_index=True)
+        done = set(reports) | ({FIRMS} if firms else set())
+        old_all = json.loads(VERDICTS.read_text()) if VERDICTS.exists() else {}
+        old = {k: v for k, v in old_all.get("findings", {}).items() if v.get("report") not in done}
+        meta = {k: v for k, v in dict(old_all.get("meta", {})).items() if k in ("studies", "firms")}
+        meta.update({k: dict(v, date=dt.date.today().isoformat()) for k, v in meta_new.items()})
+        meta["targets"] = {"coverage": list(COVERAGE_TARGET), "abs_bias_se": BIAS_TARGET_SE}
+        new = {r["key"]: {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+               for r in summary.to_dict("records")}
+        VERDICTS.write_text(json.dumps({"meta": meta, "findings": {**old, **new}}, indent=1) + "\n")
+        print(f"wrote {VERDICTS.relative_to(ROOT)}")
+        if truths:
+            sample_truth = json.loads((SAMPLE / "truth.json").read_text())
+            sample_truth.setdefault("observed", {}).update(
+                {k: {kk: vv for kk, vv in v.items() if kk != "report"} for k, v in truths.items()})
+            (SAMPLE / "truth.json").write_text(json.dumps(sample_truth, indent=2, default=str) + "\n")
+            print("wrote data/sample/truth.json['observed']")
+    return 0
+
+
+def study_harness(args: Any, design: dict, reports: list[str], t_start: float) -> tuple[pd.DataFrame, dict, dict]:
+    """Replicate contact-centre studies: the summary, the observed-scale truths and the run's record."""
     truth_file = CACHE / f"observed_truth_x{args.scale}x{args.truth_studies}.json"
     truths = json.loads(truth_file.read_text()) if truth_file.exists() and not args.refresh_truth else {}
     missing = [r for r in reports if not any(v.get("report") == r for v in truths.values())]
@@ -285,23 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     n_pass = int(summary["passed"].sum())
     print(f"\n{n_pass} of {len(summary)} findings pass; R = {args.R}; {took / 60:.1f} min on {args.jobs} process(es); "
           f"per study {seconds['total'].mean():.1f} s (simulation {seconds['simulate'].mean():.1f} s).")
-
-    if args.write:
-        meta = {"R": args.R, "base_seed": BASE_SEED, "scale": args.scale, "minutes": round(took / 60, 1),
-                "jobs": args.jobs, "date": dt.date.today().isoformat(), "reports": reports,
-                "targets": {"coverage": list(COVERAGE_TARGET), "abs_bias_se": BIAS_TARGET_SE},
-                "design": {k: v for k, v in design.items() if k != "params"}}
-        old = json.loads(VERDICTS.read_text()).get("findings", {}) if VERDICTS.exists() else {}
-        old = {k: v for k, v in old.items() if v.get("report") not in reports}
-        new = {r["key"]: {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
-               for r in summary.to_dict("records")}
-        VERDICTS.write_text(json.dumps({"meta": meta, "findings": {**old, **new}}, indent=1) + "\n")
-        sample_truth = json.loads((SAMPLE / "truth.json").read_text())
-        sample_truth.setdefault("observed", {}).update(
-            {k: {kk: vv for kk, vv in v.items() if kk != "report"} for k, v in truths.items()})
-        (SAMPLE / "truth.json").write_text(json.dumps(sample_truth, indent=2, default=str) + "\n")
-        print(f"wrote {VERDICTS.relative_to(ROOT)} and data/sample/truth.json['observed']")
-    return 0
+    record = {"R": args.R, "base_seed": BASE_SEED, "scale": args.scale, "truth_studies": args.truth_studies,
+              "minutes": round(took / 60, 1), "jobs": args.jobs, "reports": reports,
+              "seconds_per_study": round(float(seconds["total"].mean()), 1),
+              "design": {k: v for k, v in design.items() if k != "params"}}
+    return summary, truths, record
 
 
 if __name__ == "__main__":
