@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, default=25, help="size of each truth study, in samples (default 25)")
     ap.add_argument("--truth-studies", type=int, default=8, help="truth studies averaged (default 8)")
     ap.add_argument("--refresh-truth", action="store_true", help="recompute the observed-scale truths")
+    ap.add_argument("--cache", type=Path, default=CACHE,
+                    help="folder for the truths and the saved replicates (default benchmarks/_data)")
     ap.add_argument("--fresh", action="store_true",
                     help="ignore replicate results saved by earlier runs (benchmarks/_data/replicates/)")
     ap.add_argument("--write", action="store_true",
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     design = sample_design()
     t_start = time.perf_counter()
 
-    CACHE.mkdir(parents=True, exist_ok=True)
+    args.cache.mkdir(parents=True, exist_ok=True)
     summaries, meta_new, truths = [], {}, {}
     if reports:
         summary, truths, meta_new["studies"] = study_harness(args, design, reports, t_start)
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def study_harness(args: Any, design: dict, reports: list[str], t_start: float) -> tuple[pd.DataFrame, dict, dict]:
     """Replicate contact-centre studies: the summary, the observed-scale truths and the run's record."""
-    truth_file = CACHE / f"observed_truth_x{args.scale}x{args.truth_studies}.json"
+    truth_file = args.cache / f"observed_truth_x{args.scale}x{args.truth_studies}.json"
     truths = json.loads(truth_file.read_text()) if truth_file.exists() and not args.refresh_truth else {}
     missing = [r for r in reports if not any(v.get("report") == r for v in truths.values())]
     if missing:
@@ -320,7 +322,7 @@ def study_harness(args: Any, design: dict, reports: list[str], t_start: float) -
 
     # each replicate's rows are saved as it finishes (benchmarks/_data/replicates/<r>.json), so a run can be
     # stopped and resumed, or extended to a larger R, without recomputing; --fresh starts over
-    saved_dir = CACHE / "replicates"
+    saved_dir = args.cache / "replicates"
     saved_dir.mkdir(parents=True, exist_ok=True)
     all_rows, times, todo = [], [], []
     for r in range(args.R):
