@@ -1,6 +1,6 @@
 # cxex-lab: two commands do everything on a fresh machine.
 #   make reports   bootstrap .venv, then render the report set from data/sample/
-#   make test      bootstrap .venv, then run the whole test suite (package + notebooks)
+#   make test      bootstrap .venv, then run the test suite (package + notebooks; slow tests in CI or make test-all)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,8 +9,11 @@ DATA   ?= data/sample
 OUT    ?= reports
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 PYTEST_ARGS ?=
+# the tests marked slow (replicate studies, the report set on the fixture exports) run in CI
+# (.ci/run sets CXEX_LAB_CI=1) or with `make test-all`; `make test` leaves them out
+SLOW   := $(if $(CXEX_LAB_CI),,-m "not slow")
 
-.PHONY: all venv reports test test-fast lab sample validate bench clean
+.PHONY: all venv reports test test-all test-fast lab sample validate bench clean
 
 all: test
 
@@ -25,6 +28,9 @@ reports: $(STAMP)
 	$(VENV)/bin/cxex-lab run --data $(DATA) --out $(OUT) --jobs $(JOBS)
 
 test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup $(SLOW) $(PYTEST_ARGS)
+
+test-all: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

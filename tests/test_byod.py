@@ -798,3 +798,24 @@ def test_a_windows_1252_export(tmp_path):
     (d / "study.yaml").write_text(text.replace("      ces: ces\n", "      ces: ces\n      comment: comment\n"))
     s = load_study(d)
     assert s.cx_responses.set_index("interaction_id").loc["I1", "comment"] == "Très bien"
+
+
+# --------------------------------------------------------------------------- the report set on the exports
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["contact_centre", "hr_excel"])
+def test_report_set_runs_on_the_fixture_exports(name, tmp_path):
+    """init -> validate -> run: every report notebook renders on each fixture export (no failure, no id
+    shown); what a study cannot support (no customer outcomes, one site, two waves) is said in a note."""
+    from cxex_lab.run import run_reports
+
+    study = Path(shutil.copytree(FIX / name, tmp_path / name))
+    nbs = [p.name for p in sorted((Path(__file__).resolve().parents[1] / "cxex_lab" / "notebooks").glob("0*.ipynb"))
+           if not p.name.startswith("09_")]  # 09 reads a firm panel, not a contact-centre study
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CXEX_LAB_WORKSPACE_DIR", str(tmp_path / "ws"))
+        result = run_reports(data=study, pattern=",".join(nbs), jobs=2, out=tmp_path / "reports",
+                             run_name="byod", progress=False)
+    table = result.table
+    assert len(table) == len(nbs)
+    bad = table[table["status"] != "ok"]
+    assert bad.empty, bad[["report", "status", "error"]].to_string()
