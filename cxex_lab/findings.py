@@ -2785,7 +2785,7 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
                  waves: Sequence[int] | None = None, effects: Sequence[float] | None = None,
                  grid_effects: Sequence[float] | None = None, compute: bool = True, max_seconds: float | None = None,
                  jobs: int | None = None, cache: Any = True, contours: bool = True,
-                 type1_halfwidth: float = 0.02) -> Findings:
+                 type1_halfwidth: float = 0.02, grid_sims: int = 100) -> Findings:
     """Findings of report 08: how sure can we be, and how big must the next study be?
 
     Parameters
@@ -2808,10 +2808,11 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
     power : bool
         Also the power findings (False for replicate studies: the harness
         checks power differently, see Notes).
-    n_sims, null_sims : int
-        Simulated studies per power cell, and at least this many without an
-        effect for the type-I rate (more until its interval is within
-        ±``type1_halfwidth``, 2 points by default).
+    n_sims, null_sims, grid_sims : int
+        Simulated studies per power cell of the effect sweep, at least this
+        many without an effect for the type-I rate (more until its interval is
+        within ±``type1_halfwidth``, 2 points by default), and per cell of the
+        planning grid.
     employees, waves, effects, grid_effects : sequence, optional
         The planning grid's employees and waves, the latent effects of the
         sweep at the study's own design and of the planning grid (defaults in
@@ -2943,7 +2944,8 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
     if power:
         _sd_power(ws, head, rows, details, notes, n_sims=n_sims, null_sims=null_sims, employees=employees,
                   waves=waves, effects=effects, grid_effects=grid_effects, compute=compute, max_seconds=max_seconds,
-                  jobs=jobs, cache=cache, seed=seed, alpha=alpha, type1_halfwidth=type1_halfwidth)
+                  jobs=jobs, cache=cache, seed=seed, alpha=alpha, type1_halfwidth=type1_halfwidth,
+                  grid_sims=grid_sims)
     return _finish("study_design", ws, rows, details, notes)
 
 
@@ -3038,7 +3040,7 @@ def _sd_sensitivity(sens, head, rows, details, notes, alpha, q, contours, adjust
 
 
 def _sd_power(ws, head, rows, details, notes, *, n_sims, null_sims, employees, waves, effects, grid_effects,
-              compute, max_seconds, jobs, cache, seed, alpha, type1_halfwidth) -> None:
+              compute, max_seconds, jobs, cache, seed, alpha, type1_halfwidth, grid_sims) -> None:
     """The power findings and tables of :func:`study_design`."""
     from importlib import import_module
 
@@ -3053,7 +3055,7 @@ def _sd_power(ws, head, rows, details, notes, *, n_sims, null_sims, employees, w
     kw = {k: v for k, v in dict(effects=effects, grid_effects=grid_effects).items() if v is not None}
     rep = pw.power_report(design, n_sims=n_sims, null_sims=null_sims, employees=employees, waves=waves,
                           alpha=alpha, seed=seed, jobs=jobs, cache=cache, compute=compute, max_seconds=max_seconds,
-                          type1_halfwidth=type1_halfwidth, **kw)
+                          type1_halfwidth=type1_halfwidth, grid_sims=grid_sims, **kw)
     notes.extend(rep.notes)
     cols = ["n_employees", "n_waves", "n_teams", "effect", "effect_observed", "power", "power_ci_low",
             "power_ci_high", "n_sims"]

@@ -1087,7 +1087,8 @@ def power_report(design: Design, *, n_sims: int = 200, null_sims: int = 500, eff
                  grid_effects: Sequence[float] = GRID_EFFECTS, employees: Sequence[int] | None = None,
                  waves: Sequence[int] | None = None, alpha: float = 0.05, seed: int = 0, jobs: int | None = None,
                  cache: bool | str | Path = True, compute: bool = True, max_seconds: float | None = None,
-                 type1_halfwidth: float = 0.02, progress: Callable[[int, int], None] | None = None) -> PowerReport:
+                 type1_halfwidth: float = 0.02, progress: Callable[[int, int], None] | None = None,
+                 grid_sims: int = 100) -> PowerReport:
     """Everything report 08 shows about power, read from the cache and computed where missing.
 
     * the **effect sweep** at the study's own design (``effects``, ``n_sims``
@@ -1095,7 +1096,9 @@ def power_report(design: Design, *, n_sims: int = 200, null_sims: int = 500, eff
       interval within ±``type1_halfwidth``, 2 points by default);
     * the **planning grid**: employees (default 0.25x, 0.5x, 1x, 2x the
       study's, same team size) x waves (3, 4, 6 and the study's) x
-      ``grid_effects``, ``n_sims`` each.
+      ``grid_effects``, ``grid_sims`` each (100 by default: the grid is for
+      planning, and each cell's power carries its Wilson interval; a cell
+      of the grid that is also in the sweep uses the sweep's simulations).
 
     With ``compute=False``, or when the missing simulations would take longer
     than ``max_seconds`` (estimated by :func:`seconds_needed`), nothing is
@@ -1112,14 +1115,14 @@ def power_report(design: Design, *, n_sims: int = 200, null_sims: int = 500, eff
         effects = [0.0, *effects]
     # what is cached
     own = power(design, effect=effects, n_sims=n_sims, compute=False, **kw) if own_ok else pd.DataFrame()
-    grid = power(design, n_employees=emps, n_waves=ws, effect=list(grid_effects), n_sims=n_sims, compute=False,
+    grid = power(design, n_employees=emps, n_waves=ws, effect=list(grid_effects), n_sims=grid_sims, compute=False,
                  **kw) if ws else pd.DataFrame()
     work = []
     if own_ok:
         work += _missing_work(design, own[own["effect"] != 0], n_sims)
         work += _missing_work(design, own[own["effect"] == 0], null_sims)
     if len(grid):
-        work += _missing_work(design, grid, n_sims)
+        work += _missing_work(design, grid, grid_sims)
     n_missing = int(sum(n for _, n in work))
     secs = seconds_needed(work, jobs)
     run = compute and n_missing > 0 and (max_seconds is None or secs <= max_seconds)
@@ -1128,7 +1131,7 @@ def power_report(design: Design, *, n_sims: int = 200, null_sims: int = 500, eff
             type_one(design, n_sims=null_sims, halfwidth=type1_halfwidth, progress=progress, **kw)
             own = power(design, effect=effects, n_sims=n_sims, progress=progress, **kw)
         if ws:
-            grid = power(design, n_employees=emps, n_waves=ws, effect=list(grid_effects), n_sims=n_sims,
+            grid = power(design, n_employees=emps, n_waves=ws, effect=list(grid_effects), n_sims=grid_sims,
                          progress=progress, **kw)
         n_missing, secs = 0, 0.0
     elif n_missing:
@@ -1171,6 +1174,7 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--config", default=None, help="study config (YAML)")
     p.add_argument("--sims", type=int, default=200, help="simulated studies per cell (default 200)")
     p.add_argument("--null-sims", type=int, default=500, help="studies without an effect, at least (default 500)")
+    p.add_argument("--grid-sims", type=int, default=100, help="simulated studies per planning-grid cell (default 100)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the cells as a grid file (package-data format)")
@@ -1191,7 +1195,7 @@ def _cmd_power(args: Any) -> int:
         ws.close()
     print(f"design: {design!r}")
     plan = power_report(design, n_sims=args.sims, null_sims=args.null_sims, seed=args.seed, jobs=args.jobs,
-                        compute=False)
+                        compute=False, grid_sims=args.grid_sims)
     print(f"{plan.missing_studies:,} simulated studies to run (about {_minutes(plan.seconds_needed)})", flush=True)
     t0 = time.perf_counter()
     last = [0.0]
@@ -1203,7 +1207,7 @@ def _cmd_power(args: Any) -> int:
             print(f"  {done:,}/{total:,} studies ({now - t0:.0f} s)", file=sys.stderr, flush=True)
 
     rep = power_report(design, n_sims=args.sims, null_sims=args.null_sims, seed=args.seed, jobs=args.jobs,
-                       progress=progress)
+                       progress=progress, grid_sims=args.grid_sims)
     print(f"done in {time.perf_counter() - t0:.0f} s")
     if rep.type_one is not None:
         t = rep.type_one
