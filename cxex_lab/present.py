@@ -22,10 +22,10 @@ and are all a notebook needs to show something:
 Wording of findings
     A sentence follows the finding's ``causal`` flag (see
     :mod:`cxex_lab.findings`). The verb placeholder ``{link}`` reads "leads to"
-    only for ``causal`` rows, "is followed by" for within-unit designs that did
-    not pass the replicate-study harness (``kind == "effect"``), and "goes with"
-    otherwise. A sentence for a row that is not ``causal`` may not contain a
-    causal verb ("drives", "causes", "leads to", "results in", ...):
+    only for ``causal`` rows (an effect whose interval passed the replicate-study
+    harness) and "goes with" otherwise; "Key findings" then says which estimates
+    are read as associations. A sentence for a row that is not ``causal`` may
+    not contain a causal verb ("drives", "causes", "leads to", "raises", ...):
     :func:`finding_sentence` raises ``ValueError`` naming the row, so a template
     cannot slip one in.
 
@@ -110,7 +110,7 @@ STUDY_MIME = "application/vnd.cxex-lab.study+json"
 #: Words that claim cause; not allowed in a sentence about a finding that is not ``causal``.
 CAUSAL_WORDS = re.compile(
     r"\b(drive|drives|driving|drove|driven|cause|causes|caused|causing|leads? to|led to|results? in"
-    r"|because of)\b", re.IGNORECASE)
+    r"|because of|due to|raises?|lifts?|boosts?|impacts?|pays? off)\b", re.IGNORECASE)
 
 _FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif"
 
@@ -240,11 +240,10 @@ def _row(row: Any) -> dict[str, Any]:
 
 
 def link_phrase(row: Mapping[str, Any]) -> str:
-    """The verb phrase a finding allows: "leads to" / "is followed by" / "goes with"."""
+    """The verb phrase a finding allows: "leads to" for an effect that passed the replicate-study check,
+    "goes with" for everything else (an effect that did not pass is read as an association)."""
     if bool(row.get("causal")) and row.get("kind") == "effect":
         return "leads to"
-    if row.get("kind") == "effect":
-        return "is followed by"
     return "goes with"
 
 
@@ -319,7 +318,7 @@ def finding_sentence(row: Mapping[str, Any] | pd.Series) -> str:
         if m:
             raise ValueError(f"finding {r.get('key')!r} is not causal (kind={r.get('kind')!r}, causal="
                              f"{bool(r.get('causal'))}) but its sentence says {m.group(0)!r}: {text!r}; "
-                             f"use {{link}} ('is followed by' / 'goes with') or other words")
+                             f"use {{link}} ('goes with') or other words")
     return text
 
 
@@ -347,7 +346,16 @@ def key_findings(table: pd.DataFrame, max_sentences: int = 4) -> list[str]:
     if caveats:
         c = _first_sentence(caveats[0])
         sentences.append(c if c.endswith((".", "!", "?")) else c + ".")
-    return sentences[:max_sentences]
+    if {"kind", "causal"} <= set(rows.columns):
+        effects = rows[rows["kind"] == "effect"]
+        unchecked = effects[~effects["causal"].astype(bool)]
+        if len(unchecked):
+            sentences.append(
+                ("None of these estimates" if len(unchecked) == len(effects) else "Not every estimate here")
+                + " passed the replicate-study check of its interval, so "
+                + ("each is" if len(unchecked) == len(effects) else "those marked 'association' below are")
+                + " read as an association, not as an effect.")
+    return sentences[:max_sentences + 1]
 
 
 def _first_sentence(text: str) -> str:
@@ -464,6 +472,14 @@ def findings_html(findings: Any, notes: Iterable[str] = (), title: str = "Key fi
                      'All findings of this report</summary>')
         parts.append(table_html(shown[cols], labels={"kind": "Read as"}, digits=None))
         parts.append("</details>")
+        how = [c for c in ("finding", "method", "caveat") if c in table.columns]
+        if len(how) == 3:
+            parts.append('<details style="margin-top:.5rem"><summary style="cursor:pointer;font-size:14px">'
+                         'How each number was estimated, and what it assumes</summary>')
+            parts.append(table_html(table[how], labels={"method": "Method (and the level intervals resample or "
+                                                                  "cluster at)", "caveat": "Assumption and caveat"},
+                                    max_chars=400))
+            parts.append("</details>")
     parts.append("</section>")
     return "".join(parts)
 

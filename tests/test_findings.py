@@ -165,8 +165,8 @@ def test_every_report_survives_a_small_study(shape):
         f = fn(w, **(spec["harness"] | ({"n_boot": 20} if "n_boot" in spec["harness"] else {})))
         assert list(f.table.columns[:len(COLUMNS)]) == list(COLUMNS), name
         assert all(isinstance(n, str) and n for n in f.notes), name
-        est = f.table[f.table["kind"] != "descriptive"]
-        assert not (est["ci_low"] > est["estimate"]).any() and not (est["estimate"] > est["ci_high"]).any(), name
+        est = f.table[f.table["kind"] != "descriptive"].dropna(subset=["ci_low", "ci_high"])
+        assert (est["ci_low"] <= est["ci_high"]).all(), name   # (a percentile interval may exclude its estimate)
         if len(f.table) == 0:
             assert f.notes, f"{name} on {shape}: no finding and no note saying why"
     w.close()

@@ -74,7 +74,7 @@ def test_fmt_p(p, expected):
 
 def test_link_phrase_follows_causal_flag():
     assert link_phrase(row(kind="effect", causal=True)) == "leads to"
-    assert link_phrase(row(kind="effect", causal=False)) == "is followed by"
+    assert link_phrase(row(kind="effect", causal=False)) == "goes with"
     assert link_phrase(row(kind="association")) == "goes with"
     assert link_phrase(row(kind="descriptive")) == "goes with"
 
@@ -104,7 +104,7 @@ def test_template_with_sign_and_absolute_value():
 def test_link_placeholder_words_by_flag():
     tpl = "A rise in eSat {link} higher CSAT ({value} {unit})."
     assert finding_sentence(row(sentence=tpl)).startswith("A rise in eSat goes with higher CSAT (0.18 [0.12, 0.24]")
-    assert "is followed by" in finding_sentence(row(sentence=tpl, kind="effect", causal=False))
+    assert "goes with" in finding_sentence(row(sentence=tpl, kind="effect", causal=False))
     assert "leads to" in finding_sentence(row(sentence=tpl, kind="effect", causal=True))
 
 
@@ -145,10 +145,13 @@ def test_key_findings_two_to_four_sentences_with_main_caveat():
             finding("d", "more", "another", 1.0, unit="u", n=10, method="x", kind="descriptive")]
     table = findings_table(rows, harness={})
     s = key_findings(table)
-    assert 2 <= len(s) <= 4
+    assert 2 <= len(s) <= 5
     assert s[0] == "Change in CSAT per eSat point: about 0.18 [0.12, 0.24] CSAT points."
     # the author's caveat is the main one; the harness sentence appended to it is not repeated here
-    assert s[-1] == "Stable differences explain most of it."
+    assert s[-2] == "Stable differences explain most of it."
+    # ... but the reader is told that the effects are read as associations
+    assert s[-1] == ("None of these estimates passed the replicate-study check of its interval, so each is read as an "
+                     "association, not as an effect.")
     # rows flagged as headline choose the sentences
     table["headline"] = [False, True, False, False]
     assert key_findings(table)[0].startswith("Change in eSat per CSAT point")
@@ -160,9 +163,11 @@ def test_effect_that_failed_the_harness_is_worded_as_association():
     failed = findings_table(rows, harness={"a": {"passed": False, "coverage": 0.81, "bias_se": 0.1}})
     passed = findings_table(rows, harness={"a": {"passed": True, "coverage": 0.95, "bias_se": 0.0}})
     tpl = "eSat {link} CSAT."
-    assert finding_sentence(failed.iloc[0].to_dict() | {"sentence": tpl}) == "eSat is followed by CSAT."
+    assert finding_sentence(failed.iloc[0].to_dict() | {"sentence": tpl}) == "eSat goes with CSAT."
     assert finding_sentence(passed.iloc[0].to_dict() | {"sentence": tpl}) == "eSat leads to CSAT."
-    assert key_findings(failed)[-1].startswith("Read as an association: its 95% interval covered the truth in 81%")
+    assert key_findings(failed)[-2].startswith("Read as an association: its 95% interval covered the truth in 81%")
+    assert key_findings(failed)[-1].startswith("None of these estimates passed")
+    assert not any("replicate-study check" in x for x in key_findings(passed))
 
 
 # --------------------------------------------------------------------------- the key findings section
