@@ -129,6 +129,22 @@ def _numeric(df: pd.DataFrame, col: str) -> pd.Series:
     return num.astype("float64")
 
 
+
+def _anova_icc(ssb: float, ssw: float, n: int, g: int, sizes: Any) -> dict[str, Any]:
+    """ICC(1), ICC(2) and the one-way ANOVA behind them from the sums of squares (shared by
+    :func:`icc_oneway` and :func:`icc_from_sums`)."""
+    df_b, df_w = g - 1, n - g
+    msb, msw = ssb / df_b, ssw / df_w
+    k = (n - float((np.asarray(sizes, float) ** 2).sum()) / n) / df_b
+    denom = msb + (k - 1) * msw
+    icc1 = (msb - msw) / denom if denom > 0 else np.nan
+    icc2 = (msb - msw) / msb if msb > 0 else np.nan
+    f = msb / msw if msw > 0 else np.inf
+    return {
+        "icc1": float(icc1), "icc2": float(icc2), "msb": msb, "msw": msw, "k": float(k), "F": float(f),
+        "df_between": df_b, "df_within": df_w, "p": float(stats.f.sf(f, df_b, df_w)), "n_groups": g, "n": n,
+    }
+
 def icc_oneway(values: Any, groups: Any) -> dict[str, float]:
     """ICC(1) and ICC(2) from a one-way random-effects ANOVA.
 
@@ -191,17 +207,7 @@ def icc_oneway(values: Any, groups: Any) -> dict[str, float]:
     grand = d["v"].mean()
     ssb = float(((means - grand) ** 2).sum())
     ssw = float(((d["v"] - means) ** 2).sum())
-    df_b, df_w = g - 1, n - g
-    msb, msw = ssb / df_b, ssw / df_w
-    k = (n - float((sizes**2).sum()) / n) / df_b
-    denom = msb + (k - 1) * msw
-    icc1 = (msb - msw) / denom if denom > 0 else np.nan
-    icc2 = (msb - msw) / msb if msb > 0 else np.nan
-    f = msb / msw if msw > 0 else np.inf
-    return {
-        "icc1": float(icc1), "icc2": float(icc2), "msb": msb, "msw": msw, "k": float(k), "F": float(f),
-        "df_between": df_b, "df_within": df_w, "p": float(stats.f.sf(f, df_b, df_w)), "n_groups": g, "n": n,
-    }
+    return _anova_icc(ssb, ssw, n, g, sizes)
 
 
 def icc_from_sums(n: Any, total: Any, total_sq: Any) -> dict[str, float]:
@@ -275,18 +281,7 @@ def icc_from_sums(n: Any, total: Any, total_sq: Any) -> dict[str, float]:
     between_sq = float((s_**2 / n_).sum())
     ssb = max(between_sq - float(s_.sum()) ** 2 / n_all, 0.0)
     ssw = max(float(q_.sum()) - between_sq, 0.0)
-    df_b, df_w = g - 1, int(n_all) - g
-    msb, msw = ssb / df_b, ssw / df_w
-    k = (n_all - float((n_**2).sum()) / n_all) / df_b
-    denom = msb + (k - 1) * msw
-    icc1 = (msb - msw) / denom if denom > 0 else np.nan
-    icc2 = (msb - msw) / msb if msb > 0 else np.nan
-    f = msb / msw if msw > 0 else np.inf
-    return {
-        "icc1": float(icc1), "icc2": float(icc2), "msb": msb, "msw": msw, "k": float(k), "F": float(f),
-        "df_between": df_b, "df_within": df_w, "p": float(stats.f.sf(f, df_b, df_w)), "n_groups": g,
-        "n": int(n_all),
-    }
+    return _anova_icc(ssb, ssw, int(n_all), g, n_)
 
 
 def rwg(
