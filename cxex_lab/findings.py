@@ -1725,7 +1725,7 @@ def service_profit_chain(ws: Any, *, segment: Any = "all", ex: str = "esat", cx:
     if not _has(ws, "customer_outcomes"):
         notes.append("There is no customer-outcome table: the loyalty and money steps cannot be estimated.")
     else:
-        cp = ws.customer_periods()
+        cp = ws.customer_periods(answered=True)  # the rows the loyalty models can use (CX answered in p-1)
         cx_prev = f"{cx}_prev"
         if cp.empty or cx_prev not in cp.columns or cp[cx_prev].notna().sum() < 50:
             notes.append("Too few customers answered a CX survey in a period before an outcome period: the loyalty "

@@ -1331,8 +1331,13 @@ class Workspace:
         out.attrs["n_with_ex"] = int(out[list(ex_columns)[0]].notna().sum()) if ex_columns else 0
         return out
 
-    def customer_periods(self) -> pd.DataFrame:
+    def customer_periods(self, answered: bool = False) -> pd.DataFrame:
         """The customer-level loyalty table: one row per customer x wave period *p* with an outcome.
+
+        ``answered=True`` keeps only the rows whose customer answered a CX survey in
+        *p-1* (``n_answered_prev > 0``), filtered in the engine: the rows a model of
+        the outcome on the previous period's CX can use, without the (often much
+        larger) rest.
 
         The outcome of *p* (``retained``, ``revenue``) beside what the customer
         experienced in the preceding wave period *p-1* (the wave opened before
@@ -1391,6 +1396,8 @@ class Workspace:
         r = r.select(*cols)
         r = r.mutate(n_interactions_prev=r.n_interactions_prev.fill_null(0),
                      n_answered_prev=r.n_answered_prev.fill_null(0))
+        if answered:
+            r = r.filter(r.n_answered_prev > 0)
         out = _frame(self.con, r.order_by(["customer_id", "period"]))
         for col in ("n_interactions_prev", "n_answered_prev", "period", "prev_period"):
             out[col] = out[col].astype("int64")

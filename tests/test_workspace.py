@@ -224,6 +224,19 @@ def test_customer_periods_match_pandas(prepared, study):
     if key in po.index:
         assert one["revenue_prev"] == pytest.approx(po.loc[key, "revenue"])
 
+    # answered=True: the same rows with an answer in p-1, filtered in the engine, and the loyalty model
+    # (which drops rows without the previous period's CX) gives the same estimates on either
+    ans = ws.customer_periods(answered=True)
+    pd.testing.assert_frame_equal(ans.reset_index(drop=True),
+                                  got[got["n_answered_prev"] > 0].reset_index(drop=True))
+    from cxex_lab.models import loyalty
+
+    kw = dict(cx="csat_prev", outcome="revenue", agent="employee_id_prev", controls=["retained_prev", "revenue_prev"],
+              model="linear", n_boot=0)
+    a, b = loyalty(got, **kw).table, loyalty(ans, **kw).table
+    np.testing.assert_allclose(a["estimate"], b["estimate"], rtol=1e-10)
+    np.testing.assert_allclose(a["ci_low"], b["ci_low"], rtol=1e-10)
+
 
 def test_split_halves(prepared, study):
     _, ws = prepared
