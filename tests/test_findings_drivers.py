@@ -43,7 +43,8 @@ def test_keys_kinds_units(report):
     assert report.report == "drivers"
     expect = {"drivers.ex.r2", "drivers.cx.r2"} | {f"drivers.{s}.share.{tp}" for s in ("ex", "cx") for tp in TPS}
     assert set(t["key"]) == expect
-    assert (t["kind"] == "descriptive").all() and not t["causal"].any()
+    # weights and R² describe how touchpoints and outcomes go together (same survey on the EX side): associations
+    assert (t["kind"] == "association").all() and not t["causal"].any()
     assert (t["unit"] == "share").all()
     # percentile intervals of non-negative weights: ordered, within 0-1 (a weight near 0 may sit below its
     # interval, the upward bias of resampled weights near the boundary)

@@ -18,8 +18,7 @@ from cxex_lab.runner import PRIVACY_PATTERNS
 from tests.conftest import ROOT, SAMPLE
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-FAST = {"n_boot": 60, "n_sims": 12, "units_grid": [100, 300], "waves_grid": [4], "effects": [0.0, 0.3],
-        "invariance": False}
+FAST = {"n_boot": 60, "n_sims": 12, "invariance": False}
 ID_PATTERN = re.compile("|".join(f"(?:{p})" for p in PRIVACY_PATTERNS.values()))
 
 

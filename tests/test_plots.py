@@ -138,7 +138,7 @@ def test_carry_over_by_gap_one_axis_in_the_estimates_unit_with_pairs_and_truth()
     np.testing.assert_allclose(bars.lines[0].get_ydata(), [0.19, 0.16, -0.02])
     marks = [ln for ln in ax.get_lines() if ln.get_label() == "truth"][0]
     np.testing.assert_allclose(marks.get_ydata(), [0.2, 0.17])
-    assert "< 10 min: 0.19 [0.12, 0.26]" in chart.alt and "1 h to 4 h: 0.0 [-0.3, 0.3]" in chart.alt
+    assert "< 10 min: 0.19 [0.12, 0.26]" in chart.alt and "1 h to 4 h: -0.02 [-0.30, 0.26]" in chart.alt
 
 
 def test_carry_over_by_gap_refuses_mixed_or_missing_units():
