@@ -1951,7 +1951,7 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
             kind="effect",
             caveat="Stable differences between employees and common shocks to all employees in a wave cannot produce "
                    "it; feedback from earlier CX to EX can bias a fixed-effects lag, which the RI-CLPM below models.",
-            sentence=f"An employee whose {x_lab} is one point above their usual level {{link}} a mean {y_lab} about "
+            sentence=f"A one-point rise in an employee's {x_lab} above their usual level {{link}} a mean {y_lab} about "
                      f"{{abs_value}} points {{sign:higher|lower}} among their customers a quarter later."))
     if fer_res is not None:
         fer, ferf = fer_res
@@ -2208,6 +2208,9 @@ def direction(ws: Any, *, segment: Any = "all", ex: str = "esat", cx: str = "csa
     else:
         notes.append("Customer-insight access was not asked: design idea 7 (sharing customer insight lifts EX) "
                      "cannot be tested.")
+    # the like-for-like pair reads EX -> CX first (the row order is the order of "Key findings")
+    order = {"direction.riclpm.ex_to_cx.0to3m": 0}
+    rows.sort(key=lambda r: order.get(r["key"], 1) if r["key"].startswith("direction.riclpm.") else 1)
     return _finish("direction", ws, rows, details, notes, latent)
 
 
@@ -2220,7 +2223,7 @@ _RICLPM_ASSUMPTION = ("Assumes linear lags that are the same in every wave, no i
                       "employee and moves both EX and CX, and a lag length that matches the time between waves.")
 #: Key-finding sentences of the like-for-like RI-CLPM pair (both span the 0-3 months after the survey).
 _RICLPM_SENTENCE = {
-    "direction.riclpm.ex_to_cx.0to3m": "An employee whose {x} is one point above their usual level {{link}} a mean "
+    "direction.riclpm.ex_to_cx.0to3m": "A one-point rise in an employee's {x} above their usual level {{link}} a mean "
                                        "{y} about {{abs_value}} points {{sign:higher|lower}} among their customers "
                                        "in the quarter after the survey (RI-CLPM, own previous level held).",
     "direction.riclpm.cx_to_ex.0to3m": "In the other direction over the same span, a quarter of {y} one point above "
@@ -2947,7 +2950,7 @@ def study_design(ws: Any, *, segment: Any = "all", min_group_size: int = 5, seed
             kind="effect", headline=True,
             caveat="Time-varying influences that move both eSat and the next CSAT (a new team leader, a change in "
                    "the customer mix) are not removed; the sensitivity analysis says how strong they would have to be.",
-            sentence="An agent whose eSat was one point above their own usual level {link} customers' CSAT "
+            sentence="A one-point rise in an agent's eSat above their own usual level {link} customers' CSAT "
                      "about {abs_value} points {sign:higher|lower} in the next wave period."))
         notes.extend(n_.replace("(team_id)", "(teams)").replace("(employee_id)", "(employees)")
                      for n_ in _notes(head.fit))
