@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, default=25, help="size of each truth study, in samples (default 25)")
     ap.add_argument("--truth-studies", type=int, default=8, help="truth studies averaged (default 8)")
     ap.add_argument("--refresh-truth", action="store_true", help="recompute the observed-scale truths")
+    ap.add_argument("--sample", type=Path, default=SAMPLE,
+                    help="simulated study whose design (truth.json) the replicates copy (default data/sample)")
     ap.add_argument("--cache", type=Path, default=CACHE,
                     help="folder for the truths and the saved replicates (default benchmarks/_data)")
     ap.add_argument("--fresh", action="store_true",
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(reports) - set(findings.REPORTS))
     if unknown:
         ap.error(f"unknown report(s) {unknown}; choose from {[*findings.REPORTS, FIRMS]}")
-    design = sample_design()
+    design = sample_design(args.sample)
     t_start = time.perf_counter()
 
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -300,11 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         VERDICTS.write_text(json.dumps({"meta": meta, "findings": {**old, **new}}, indent=1) + "\n")
         print(f"wrote {VERDICTS.relative_to(ROOT)}")
         if truths:
-            sample_truth = json.loads((SAMPLE / "truth.json").read_text())
+            sample_truth = json.loads((args.sample / "truth.json").read_text())
             sample_truth.setdefault("observed", {}).update(
                 {k: {kk: vv for kk, vv in v.items() if kk != "report"} for k, v in truths.items()})
-            (SAMPLE / "truth.json").write_text(json.dumps(sample_truth, indent=2, default=str) + "\n")
-            print("wrote data/sample/truth.json['observed']")
+            (args.sample / "truth.json").write_text(json.dumps(sample_truth, indent=2, default=str) + "\n")
+            print(f"wrote {args.sample / 'truth.json'}['observed']")
     return 0
 
 
