@@ -336,7 +336,9 @@ def key_findings(table: pd.DataFrame, max_sentences: int = 4) -> list[str]:
     first three with an estimate), then the main caveat: the first sentence of
     the caveat of the first headline row that has one (the author's caveat
     comes before the harness's "read as an association" sentence that
-    :func:`cxex_lab.findings.findings_table` appends). At most ``max_sentences``.
+    :func:`cxex_lab.findings.findings_table` appends). At most ``max_sentences``,
+    plus one closing sentence when a headline effect has not passed the
+    replicate-study check (it says those are read as associations).
     """
     if table is None or len(table) == 0:
         return []
