@@ -51,7 +51,7 @@ from scipy import stats
 from scipy.special import expit
 
 from cxex_lab.models._checks import _check_columns, _check_design, _check_frame
-from cxex_lab.models.mediation import MediationFit
+from cxex_lab.models.mediation import MediationFit, _listify
 from cxex_lab.results import Fit, Result
 
 __all__ = ["loyalty", "LoyaltyFit", "money_chain", "MoneyChainFit", "MODELS"]
@@ -115,14 +115,6 @@ class LoyaltyFit(Fit):
     n_boot: int = 0
     n_boot_failed: int = 0
     boot: pd.DataFrame | None = field(default=None, compare=False, repr=False)
-
-
-def _listify(v) -> list[str]:
-    if v is None:
-        return []
-    if isinstance(v, str):
-        return [v]
-    return list(v)
 
 
 def _independent_columns(x: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
