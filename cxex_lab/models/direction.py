@@ -619,6 +619,45 @@ def _cluster_setup(panel, unit, cluster, units, func) -> tuple[np.ndarray | None
 
 
 # --------------------------------------------------------------------------- cross_lagged
+def _sem_record(*, label: str, kind: str, se: str, cluster: str | None, unit: str, clustered: bool,
+                n_clusters: int | None, alpha: float, notes: list[str], information: str, loglik: float, spec: Any,
+                N: int, est: Any, pats: Any, waves: Sequence[Any], equal_lags: bool, equal_residuals: bool,
+                fit_indices: bool, jac_adj: Any, n_units: int, **counts: Any) -> "SEMFit":
+    """The fit record of a FIML panel model (shared by :func:`cross_lagged` and :func:`cross_lagged_mi`):
+    method, clustering, likelihood and information criteria, convergence and, with ``fit_indices``,
+    chi-square, CFI and RMSEA against the saturated model; ``counts`` are the model's own row counts."""
+    extra: dict[str, Any] = {}
+    if fit_indices:
+        extra = _fit_indices(pats, loglik, jac_adj, spec.n_par, N)
+        if not extra["saturated_converged"]:
+            notes.append("The EM fit of the saturated model did not converge: chi-square, CFI and RMSEA are approximate.")
+    return SEMFit(
+        method=f"{label} by FIML ({'robust sandwich' if se == 'robust' else 'ML'} standard errors"
+        + (f", clustered by {cluster}" if clustered else "") + ")",
+        cluster=cluster if clustered else unit,
+        n_clusters=n_clusters if clustered else n_units,
+        alpha=alpha,
+        notes=tuple(notes),
+        kind=kind,
+        se=se,
+        information=information,
+        loglik=float(loglik),
+        n_par=spec.n_par,
+        aic=float(-2 * loglik + 2 * spec.n_par),
+        bic=float(-2 * loglik + math.log(N) * spec.n_par),
+        converged=bool(est.converged),
+        information_ok=bool(est.info_ok),
+        n_units=n_units,
+        n_patterns=pats.n_patterns,
+        waves=tuple(w.item() if hasattr(w, "item") else w for w in waves),
+        equal_lags=equal_lags,
+        equal_residuals=equal_residuals,
+        optimizer_iterations=est.n_iter,
+        **counts,
+        **extra,
+    )
+
+
 def cross_lagged(
     panel: pd.DataFrame,
     unit: str,
@@ -990,42 +1029,20 @@ def cross_lagged(
         blocks["random-intercept covariance"] = spec.sl_ri
     notes += _boundary_notes(spec, est.raw, blocks) + _missing_info_note(information, Z)
     notes = _notes_and_warn(func, label, est, G if (codes is not None and se == "robust") else None, cluster, notes)
-    extra: dict[str, Any] = {}
-    if fit_indices:
-        extra = _fit_indices(pats, loglik, jac_adj, spec.n_par, N)
-        if not extra["saturated_converged"]:
-            notes.append("The EM fit of the saturated model did not converge: chi-square, CFI and RMSEA are approximate.")
     clustered = codes is not None and se == "robust"
-    fit = SEMFit(
-        method=f"{label} by FIML ({'robust sandwich' if se == 'robust' else 'ML'} standard errors"
-        + (f", clustered by {cluster}" if clustered else "") + ")",
+    fit = _sem_record(
+        label=label, kind=kind, se=se, cluster=cluster, unit=unit, clustered=clustered, n_clusters=G,
+        alpha=alpha, notes=notes, information=information, loglik=loglik, spec=spec, N=N, est=est, pats=pats,
+        waves=waves, equal_lags=equal_lags, equal_residuals=equal_residuals, fit_indices=fit_indices,
+        jac_adj=jac_adj,
         n_obs=int(wave_obs.sum()),
         n_dropped=n_rows_with_data - int(wave_obs.sum()),
-        cluster=cluster if clustered else unit,
-        n_clusters=G if clustered else n_units,
-        alpha=alpha,
-        notes=tuple(notes),
-        kind=kind,
-        se=se,
-        information=information,
-        loglik=float(loglik),
-        n_par=spec.n_par,
-        aic=float(-2 * loglik + 2 * spec.n_par),
-        bic=float(-2 * loglik + math.log(N) * spec.n_par),
-        converged=bool(est.converged),
-        information_ok=bool(est.info_ok),
         n_units=n_units,
         n_units_complete=n_units_complete,
         n_units_one_wave=int((n_waves_unit == 1).sum()),
         n_units_dropped=n_units_dropped,
         n_cells=n_cells_x + n_cells_y,
         n_cells_dropped=n_cells_dropped,
-        n_patterns=pats.n_patterns,
-        waves=tuple(w.item() if hasattr(w, "item") else w for w in waves),
-        equal_lags=equal_lags,
-        equal_residuals=equal_residuals,
-        optimizer_iterations=est.n_iter,
-        **extra,
     )
     return Result(table, fit)
 
@@ -1356,47 +1373,24 @@ def _mi_fit(d: dict, invariance: str, random_intercepts: str, equal_lags: bool, 
                    for b, s_ in enumerate(spec.sl_res)})
     notes += _boundary_notes(spec, est.raw, blocks) + _missing_info_note(information, Z)
     notes = _notes_and_warn(func, label, est, d["G"] if codes is not None else None, cluster, notes)
-    extra: dict[str, Any] = {}
-    if fit_indices:
-        extra = _fit_indices(pats, loglik, jac_adj, spec.n_par, N)
-        if not extra["saturated_converged"]:
-            notes.append("The EM fit of the saturated model did not converge: chi-square, CFI and RMSEA are approximate.")
     obs = ~np.isnan(Z)
     wave_obs = obs.reshape(len(Z), J, T).any(axis=1)
-    clustered = codes is not None
-    fit = SEMFit(
-        method=f"{label} by FIML ({'robust sandwich' if se == 'robust' else 'ML'} standard errors"
-        + (f", clustered by {cluster}" if clustered else "") + ")",
+    fit = _sem_record(
+        label=label, kind="mi-riclpm", se=se, cluster=cluster, unit=unit, clustered=codes is not None,
+        n_clusters=d["G"], alpha=alpha, notes=notes, information=information, loglik=loglik, spec=spec, N=N,
+        est=est, pats=pats, waves=waves, equal_lags=equal_lags, equal_residuals=equal_residuals,
+        fit_indices=fit_indices, jac_adj=jac_adj,
         n_obs=int(wave_obs.sum()),
         n_dropped=d["n_rows_dropped"],
-        cluster=cluster if clustered else unit,
-        n_clusters=d["G"] if clustered else n_units,
-        alpha=alpha,
-        notes=tuple(notes),
-        kind="mi-riclpm",
-        se=se,
-        information=information,
-        loglik=float(loglik),
-        n_par=spec.n_par,
-        aic=float(-2 * loglik + 2 * spec.n_par),
-        bic=float(-2 * loglik + math.log(N) * spec.n_par),
-        converged=bool(est.converged),
-        information_ok=bool(est.info_ok),
         n_units=n_units,
         n_units_complete=int(obs.all(axis=1).sum()),
         n_units_one_wave=int((wave_obs.sum(axis=1) == 1).sum()),
         n_units_dropped=d["n_dropped_units"],
         n_cells=int(obs.sum()),
         n_cells_dropped=0,
-        n_patterns=pats.n_patterns,
-        waves=tuple(w.item() if hasattr(w, "item") else w for w in waves),
-        equal_lags=equal_lags,
-        equal_residuals=equal_residuals,
-        optimizer_iterations=est.n_iter,
         invariance=invariance,
         random_intercepts=random_intercepts,
         items=tuple(d["items"]),
-        **extra,
     )
     return Result(table, fit)
 
